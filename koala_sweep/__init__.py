@@ -1,0 +1,3 @@
+"""koala-sweep: hyperparameter sensitivity studies of KOALA++ against Adam and SGD."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,500 @@
+"""KOALA++ as a ``torch.optim.Optimizer``.
+
+The class holds hyperparameters and state; the arithmetic lives in two plain functions, as in
+``torch.optim``: ``_single_tensor_koalapp`` is the spec written out tensor by tensor (the
+readable reference, free to branch on values) and ``_multi_tensor_koalapp`` is the product:
+batched reductions, ``torch._foreach_*`` updates, no host-device synchronisation, the skip rule
+and the first visit done with masks. Tests hold the two paths together and hold both against the
+authors' reference trajectories (``tests/golden/``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from ._measurement import (
+    GRAD_SKIP_NORM,
+    accumulation_dtype,
+    average_across_ranks,
+    bucket_by_device_and_dtype,
+    check_nonnegative,
+    check_r_and_alpha,
+    dots,
+    norms,
+    resolve_measurement,
+    split_scalars,
+    squared_norms,
+    update_r,
+)
+
+VARIANTS = ("symmetric", "vanilla")
+
+# Key of the optimizer-wide state (R, step count, diagnostics) in ``Optimizer.state``; it is
+# not a parameter, and torch.optim keeps such keys as they are in state_dict().
+GLOBAL_STATE = "koala"
+
+# Per-parameter scalars. torch.optim's load_state_dict casts every floating state tensor to the
+# parameter's dtype, which would round these to bfloat16 for bfloat16 parameters; they are
+# therefore set aside before loading and restored in their own dtype afterwards.
+_SCALAR_KEYS = ("x", "y", "s_prev", "initialized")
+
+
+class KOALAPlusPlus(Optimizer):
+    r"""KOALA++: Kalman-based optimization with gradient-covariance products.
+
+    Xia, Davtyan, Favaro, NeurIPS 2025 (arXiv 2506.04432). The weights are the hidden state of
+    a Kalman filter, the minibatch loss ``L`` is a scalar measurement with noise ``R``, and the
+    gradient is the measurement Jacobian. Instead of the covariance ``P`` the optimizer tracks
+    ``v_k = H_k P_{k-1}`` per tensor. For each parameter tensor (flattened) with gradient
+    ``g``, one step is:
+
+    .. math::
+        H &= g + \mathrm{wd}\, p \\
+        x &= \|H_{k-1}\|^2,\quad y = H_{k-1}\cdot v_{k-1},\quad a = H\cdot H_{k-1},\quad
+             b = H\cdot v_{k-1} \\
+        \lambda &= (b + Q a) / S_{k-1},\qquad \alpha = a / x \\
+        w &= b/x - a y / x^2 \ \text{(symmetric)},\qquad w = 0\ \text{(vanilla)} \\
+        v_k &= (\alpha - \lambda)\, v_{k-1} + Q (H - \lambda H_{k-1}) + w H_{k-1} \\
+        S_k &= H\cdot v_k + Q \|H\|^2 + R \\
+        p &\leftarrow p - \eta\, (L + \tfrac12 \mathrm{wd} \|p\|^2)\, (v_k + Q H) / S_k
+
+    On a tensor's first step ``v_{k-1} = sigma H``, ``H_{k-1} = H`` and
+    ``S_{k-1} = H_{k-1}\cdot v_{k-1} + Q x + R``. A tensor whose gradient is missing or has
+    norm below 1e-9 is skipped (value and state unchanged). ``R`` is fixed (``r=<number>``) or
+    estimated once per step as ``R <- alpha_r R + (1 - alpha_r) V`` starting from 1.0
+    (``r=None``), where ``V`` is the ``loss_var`` given to :meth:`step`.
+
+    Args:
+        params: parameters or parameter groups. ``lr``, ``sigma``, ``q``, ``weight_decay`` and
+            ``variant`` may differ per group; ``r`` and ``alpha_r`` are one value for the
+            optimizer, since one ``R`` serves every tensor.
+        lr: eta, the fraction of the current loss the step aims to remove (around 0.1 to 2,
+            not Adam's 1e-3). LR schedulers act on each group's ``lr``.
+        sigma: initial covariance scale (``v = sigma H`` on the first step; sigma, not
+            sigma squared).
+        q: process noise Q.
+        r: fixed measurement noise R, or ``None`` to estimate it online from ``loss_var``.
+        alpha_r: smoothing of the online R estimate, in [0, 1).
+        weight_decay: coupled L2 strength; enters H and the loss of each tensor.
+        variant: ``"symmetric"`` (the paper's default) or ``"vanilla"`` closure of the
+            ``H_k P_{k-2}`` term.
+        guards: opt-in numerical guards, off by default so the default is the faithful
+            algorithm. When on, ``||H_{k-1}||^2`` is kept at least ``guard_eps``, and ``S``
+            (stored and used) is kept at least ``max(Q ||H||^2 + R, guard_eps)``: the
+            covariance term ``H P H^T = H . v`` cannot be negative for a real covariance, and
+            neither closure guarantees that.
+        guard_eps: the floor used by ``guards``.
+        foreach: ``None`` or ``True`` for the multi-tensor path, ``False`` for the
+            single-tensor reference path (slow, syncs with the device, for testing).
+        average_loss_across_ranks: when ``torch.distributed`` is initialised with more than one
+            rank, average ``L`` and ``V`` across ranks inside the step so that data-parallel
+            replicas apply identical updates.
+        process_group: the process group for that average (default: the world).
+
+    Example:
+        >>> model = torch.nn.Linear(4, 1)
+        >>> opt = KOALAPlusPlus(model.parameters(), lr=1.0, q=0.1)
+        >>> x, y = torch.randn(8, 4), torch.randn(8, 1)
+        >>> per_sample = ((model(x) - y) ** 2).squeeze(1)
+        >>> loss = per_sample.mean()
+        >>> loss.backward()
+        >>> _ = opt.step(loss=loss, loss_var=loss.detach() ** 2)
+        >>> opt.zero_grad()
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1.0,
+        sigma: float = 0.1,
+        q: float = 0.1,
+        r: float | None = None,
+        alpha_r: float = 0.9,
+        weight_decay: float = 0.0,
+        variant: str = "symmetric",
+        *,
+        guards: bool = False,
+        guard_eps: float = 1e-12,
+        foreach: bool | None = None,
+        average_loss_across_ranks: bool = True,
+        process_group: Any = None,
+    ) -> None:
+        name = type(self).__name__
+        check_r_and_alpha(r, alpha_r, name)
+        if not isinstance(guard_eps, (int, float)) or not guard_eps > 0:
+            raise ValueError(f"{name}: guard_eps must be a number > 0, got {guard_eps!r}")
+        defaults = dict(
+            lr=lr,
+            sigma=sigma,
+            q=q,
+            weight_decay=weight_decay,
+            variant=variant,
+            r=r,
+            alpha_r=alpha_r,
+        )
+        self._check_group_values(defaults)
+        self.guards = bool(guards)
+        self.guard_eps = float(guard_eps)
+        self.foreach = foreach
+        self.average_loss_across_ranks = average_loss_across_ranks
+        self.process_group = process_group
+        super().__init__(params, defaults)
+        self.register_load_state_dict_pre_hook(_set_aside_scalars)
+        self.register_load_state_dict_post_hook(_restore_scalars)
+
+    def _check_group_values(self, group: dict[str, Any]) -> None:
+        name = type(self).__name__
+        for key in ("lr", "sigma", "q", "weight_decay"):
+            check_nonnegative(key, group[key], name)
+        if group["variant"] not in VARIANTS:
+            raise ValueError(
+                f"{name}: variant must be one of {', '.join(VARIANTS)}, got {group['variant']!r}"
+            )
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        for key in ("r", "alpha_r"):
+            if key in param_group and param_group[key] != self.defaults[key]:
+                raise ValueError(
+                    f"{type(self).__name__}: {key} is one value for the whole optimizer "
+                    f"(one R serves every tensor); a parameter group cannot set {key}="
+                    f"{param_group[key]!r}"
+                )
+        super().add_param_group(param_group)
+        self._check_group_values(self.param_groups[-1])
+
+    @property
+    def r_adaptive(self) -> bool:
+        return self.defaults["r"] is None
+
+    def diagnostics(self) -> dict[str, Tensor]:
+        """The last step's R, smallest S and mean lambda over the tensors it updated, as
+        device tensors (reading them with ``.item()`` is the caller's synchronisation)."""
+        g = self.state.get(GLOBAL_STATE, {})
+        return {k: g[k] for k in ("r", "s_min", "lambda_mean", "step") if k in g}
+
+    @torch.no_grad()
+    def step(  # type: ignore[override]
+        self,
+        closure: Callable[[], Any] | None = None,
+        *,
+        loss: Tensor | float | None = None,
+        loss_var: Tensor | float | None = None,
+    ) -> Any:
+        """One KOALA++ step.
+
+        Call after ``backward()`` as ``step(loss=L, loss_var=V)``: L is the minibatch mean loss
+        and V the value that feeds the online R estimate (required when ``r=None``, ignored
+        when R is fixed). Or call ``step(closure)``: the closure zeroes the gradients, computes
+        the loss, calls ``backward()`` on the minibatch mean and returns either that scalar
+        (V = L**2, the square of the batch-mean loss, as in the paper's image scripts) or the
+        per-sample loss vector l (L = mean(l), V = mean(l**2), as in the original KOALA). A
+        ``loss_var`` passed with a closure overrides the derived V. Returns the closure's
+        output, or L.
+        """
+        name = type(self).__name__
+        output, loss_t, var_t = resolve_measurement(
+            closure, loss, loss_var, needs_loss_var=self.r_adaptive, optimizer=name
+        )
+        params_with_grad = [
+            p for g in self.param_groups for p in g["params"] if p.grad is not None
+        ]
+        if not params_with_grad:
+            return output if closure is not None else loss_t
+        device = params_with_grad[0].device
+        if self.average_loss_across_ranks:
+            loss_t, var_t = average_across_ranks(loss_t, var_t, device, self.process_group)
+        loss_t = loss_t.to(device)
+
+        gstate = self.state[GLOBAL_STATE]
+        r = update_r(gstate, self.defaults["r"], self.defaults["alpha_r"], var_t, device)
+        gstate["step"] = gstate.get("step", torch.zeros((), dtype=torch.int64)) + 1
+
+        s_mins: list[Tensor] = []
+        lambda_sums: list[Tensor] = []
+        counts: list[Tensor] = []
+        for group in self.param_groups:
+            params, grads, states = [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{name} does not support sparse gradients")
+                if torch.is_complex(p):
+                    raise RuntimeError(f"{name} does not support complex parameters")
+                params.append(p)
+                grads.append(p.grad)
+                states.append(self._state_for(p))
+            if not params:
+                continue
+            fn = _single_tensor_koalapp if self.foreach is False else _multi_tensor_koalapp
+            diag = fn(
+                params,
+                grads,
+                states,
+                lr=group["lr"],
+                sigma=group["sigma"],
+                q=group["q"],
+                weight_decay=group["weight_decay"],
+                symmetric=group["variant"] == "symmetric",
+                loss=loss_t,
+                r=r,
+                guards=self.guards,
+                guard_eps=self.guard_eps,
+            )
+            for s_min, lam_sum, count in diag:
+                s_mins.append(s_min.to(device, torch.float64))
+                lambda_sums.append(lam_sum.to(device, torch.float64))
+                counts.append(count.to(device, torch.float64))
+        if s_mins:
+            gstate["s_min"] = torch.stack(s_mins).min()
+            gstate["lambda_mean"] = torch.stack(lambda_sums).sum() / torch.stack(counts).sum()
+        return output if closure is not None else loss_t
+
+    def _state_for(self, p: Tensor) -> dict[str, Tensor]:
+        state = self.state[p]
+        if not state:
+            acc = accumulation_dtype(p.dtype)
+            # v and H_prev start at zero and "initialized" false: the first step that sees a
+            # nonzero gradient substitutes v = sigma H, H_prev = H (see the step functions).
+            state["v"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["h_prev"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            for key in ("x", "y", "s_prev"):
+                state[key] = torch.zeros((), dtype=acc, device=p.device)
+            state["initialized"] = torch.zeros((), dtype=torch.bool, device=p.device)
+        return state
+
+
+def _set_aside_scalars(optimizer: Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
+    state_dict = dict(state_dict)
+    kept, scalars = {}, {}
+    for key, value in state_dict["state"].items():
+        if isinstance(value, dict) and key != GLOBAL_STATE:
+            scalars[key] = {k: value[k] for k in _SCALAR_KEYS if k in value}
+            kept[key] = {k: v for k, v in value.items() if k not in _SCALAR_KEYS}
+        elif key == GLOBAL_STATE and isinstance(value, dict):
+            # torch.optim copies non-parameter state by reference; clone so that stepping the
+            # restored optimizer never writes into the caller's checkpoint.
+            kept[key] = {k: (v.clone() if isinstance(v, Tensor) else v) for k, v in value.items()}
+        else:
+            kept[key] = value
+    saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+    current = [p for g in optimizer.param_groups for p in g["params"]]
+    optimizer._koala_pending_scalars = (dict(zip(saved_ids, current)), scalars)  # type: ignore[attr-defined]
+    state_dict["state"] = kept
+    return state_dict
+
+
+def _restore_scalars(optimizer: Optimizer) -> None:
+    id_map, scalars = optimizer.__dict__.pop("_koala_pending_scalars", ({}, {}))
+    for saved_id, values in scalars.items():
+        p = id_map.get(saved_id)
+        if p is None:
+            continue
+        for k, v in values.items():
+            optimizer.state[p][k] = v.detach().clone().to(p.device)
+    gstate = optimizer.state.get(GLOBAL_STATE)
+    if gstate:
+        device = next(p.device for g in optimizer.param_groups for p in g["params"])
+        for k, v in list(gstate.items()):
+            if isinstance(v, Tensor) and k != "step":
+                gstate[k] = v.to(device)
+
+
+def _single_tensor_koalapp(
+    params: list[Tensor],
+    grads: list[Tensor],
+    states: list[dict[str, Tensor]],
+    *,
+    lr: float,
+    sigma: float,
+    q: float,
+    weight_decay: float,
+    symmetric: bool,
+    loss: Tensor,
+    r: Tensor,
+    guards: bool,
+    guard_eps: float,
+) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """The spec, one tensor at a time, in the accumulation dtype. Readable, not fast."""
+    wd = weight_decay
+    s_values, lambdas = [], []
+    for p, g, st in zip(params, grads, states, strict=True):
+        if g.norm(2) < GRAD_SKIP_NORM:
+            continue
+        acc = accumulation_dtype(p.dtype)
+        rr = r.to(p.device, acc)
+        h = (g + wd * p).reshape(-1).to(acc)
+        if bool(st["initialized"]):
+            v_prev = st["v"].reshape(-1).to(acc)
+            h_prev = st["h_prev"].reshape(-1).to(acc)
+        else:
+            v_prev = sigma * h
+            h_prev = h
+        x = torch.dot(h_prev, h_prev)
+        y = torch.dot(h_prev, v_prev)
+        s_prev = st["s_prev"] if bool(st["initialized"]) else y + q * x + rr
+        if guards:
+            x = x.clamp_min(guard_eps)
+        a = torch.dot(h, h_prev)
+        b = torch.dot(h, v_prev)
+        lam = (b + q * a) / s_prev
+        alpha = a / x
+        w = b / x - a * y / x**2 if symmetric else 0.0
+        v = (alpha - lam) * v_prev + q * (h - lam * h_prev) + w * h_prev
+        s = torch.dot(v + q * h, h) + rr
+        if guards:
+            s = torch.maximum(s, q * torch.dot(h, h) + rr).clamp_min(guard_eps)
+        p_flat = p.reshape(-1).to(acc)
+        layer_loss = loss.to(p.device, acc) + 0.5 * wd * torch.dot(p_flat, p_flat)
+        p.add_((-lr * layer_loss * (v + q * h) / s).view_as(p).to(p.dtype))
+        st["v"].copy_(v.view_as(p))
+        st["h_prev"].copy_(h.view_as(p))
+        st["x"].copy_(torch.dot(h, h))
+        st["y"].copy_(torch.dot(h, v))
+        st["s_prev"].copy_(s)
+        st["initialized"].fill_(True)
+        s_values.append(s.to(torch.float64))
+        lambdas.append(lam.to(torch.float64))
+    if not s_values:
+        return []
+    s_vec, lam_vec = torch.stack(s_values), torch.stack(lambdas)
+    return [(s_vec.min(), lam_vec.sum(), torch.tensor(float(len(lambdas))))]
+
+
+def _multi_tensor_koalapp(
+    params: list[Tensor],
+    grads: list[Tensor],
+    states: list[dict[str, Tensor]],
+    *,
+    lr: float,
+    sigma: float,
+    q: float,
+    weight_decay: float,
+    symmetric: bool,
+    loss: Tensor,
+    r: Tensor,
+    guards: bool,
+    guard_eps: float,
+) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """The same step for many tensors at once, without a host-device synchronisation.
+
+    Per-tensor scalars (x, y, S_prev, lambda, ...) are stacked into vectors so that their
+    arithmetic is a handful of small ops whatever the number of tensors. The new ``v`` is
+    written as ``c1 v_prev + c2 H_prev + c3 H``; the first visit (``v_prev = sigma H``,
+    ``H_prev = H``) and the skip rule only change the coefficients (first visit: c1 = c2 = 0;
+    skipped: c1 = 1, c2 = c3 = 0 and a zero step), so no tensor is branched on. x and y are
+    the previous step's ||H||^2 and H.v, kept instead of recomputed.
+    """
+    out = []
+    for (device, dtype), idx in bucket_by_device_and_dtype(range(len(params)), params).items():
+        ps = [params[i] for i in idx]
+        gs = [grads[i] for i in idx]
+        sts = [states[i] for i in idx]
+        out.append(
+            _multi_tensor_bucket(
+                ps, gs, sts, device=device, dtype=dtype, lr=lr, sigma=sigma, q=q,
+                weight_decay=weight_decay, symmetric=symmetric, loss=loss, r=r,
+                guards=guards, guard_eps=guard_eps,
+            )
+        )
+    return out
+
+
+def _multi_tensor_bucket(
+    ps: list[Tensor],
+    gs: list[Tensor],
+    sts: list[dict[str, Tensor]],
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    lr: float,
+    sigma: float,
+    q: float,
+    weight_decay: float,
+    symmetric: bool,
+    loss: Tensor,
+    r: Tensor,
+    guards: bool,
+    guard_eps: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    wd = weight_decay
+    acc = accumulation_dtype(dtype)
+    vs = [st["v"] for st in sts]
+    h_prevs = [st["h_prev"] for st in sts]
+    x_old = torch.stack([st["x"] for st in sts])
+    y_old = torch.stack([st["y"] for st in sts])
+    s_old = torch.stack([st["s_prev"] for st in sts])
+    init = torch.stack([st["initialized"] for st in sts])
+    rr = r.to(device, acc)
+
+    skip = norms(gs, acc) < GRAD_SKIP_NORM
+    skip_w = split_scalars(skip, dtype)
+    # H = g + wd p, except that a skipped tensor gets H = H_prev so that storing H below leaves
+    # its H_prev untouched. lerp with weight exactly 0 or 1 returns an endpoint exactly.
+    if wd != 0.0:
+        hs = torch._foreach_add(gs, ps, alpha=wd)
+        torch._foreach_lerp_(hs, h_prevs, skip_w)
+    else:
+        hs = torch._foreach_lerp(gs, h_prevs, skip_w)
+    p_sq = squared_norms(ps, acc) if wd != 0.0 else None
+
+    c = squared_norms(hs, acc)
+    a = dots(hs, h_prevs, acc)
+    b = dots(hs, vs, acc)
+    # First visit: v_prev = sigma H, H_prev = H, so every product is a multiple of ||H||^2.
+    x = torch.where(init, x_old, c)
+    y = torch.where(init, y_old, sigma * c)
+    a = torch.where(init, a, c)
+    b = torch.where(init, b, sigma * c)
+    s_prev = torch.where(init, s_old, y + q * x + rr)
+    if guards:
+        x = x.clamp_min(guard_eps)
+    lam = (b + q * a) / s_prev
+    alpha = a / x
+    w = b / x - a * y / (x * x) if symmetric else torch.zeros_like(x)
+    c1 = alpha - lam
+    c2 = w - q * lam
+    c3 = torch.where(init, torch.full_like(c1, q), c1 * sigma + c2 + q)
+    zero, one = torch.zeros_like(c1), torch.ones_like(c1)
+    c1 = torch.where(init, c1, zero)
+    c2 = torch.where(init, c2, zero)
+    c1 = torch.where(skip, one, c1)
+    c2 = torch.where(skip, zero, c2)
+    c3 = torch.where(skip, zero, c3)
+
+    torch._foreach_mul_(vs, split_scalars(c1, dtype))
+    torch._foreach_addcmul_(vs, h_prevs, split_scalars(c2, dtype))
+    torch._foreach_addcmul_(vs, hs, split_scalars(c3, dtype))
+
+    d = dots(hs, vs, acc)
+    s = d + q * c + rr
+    if guards:
+        s = torch.maximum(s, q * c + rr).clamp_min(guard_eps)
+    layer_loss = loss.to(device, acc)
+    if p_sq is not None:
+        layer_loss = layer_loss + 0.5 * wd * p_sq
+    coef = torch.where(skip, zero, -lr * layer_loss / s)
+    # p <- p + coef (v + Q H)
+    torch._foreach_addcmul_(ps, vs, split_scalars(coef, dtype))
+    if q != 0.0:
+        torch._foreach_addcmul_(ps, hs, split_scalars(coef * q, dtype))
+
+    new_x = torch.where(skip, x_old, c)
+    new_y = torch.where(skip, y_old, d)
+    new_s = torch.where(skip, s_old, s)
+    new_init = init | ~skip
+    for st, h, xi, yi, si, ii in zip(
+        sts, hs, new_x.unbind(0), new_y.unbind(0), new_s.unbind(0), new_init.unbind(0),
+        strict=True,
+    ):
+        st["h_prev"] = h
+        st["x"], st["y"], st["s_prev"], st["initialized"] = xi, yi, si, ii
+
+    stepped = (~skip).to(torch.float64)
+    s_min = torch.where(skip, torch.full_like(s, float("inf")), s).min()
+    return s_min, (torch.where(skip, zero, lam).to(torch.float64)).sum(), stepped.sum()
