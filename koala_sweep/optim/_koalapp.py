@@ -259,9 +259,10 @@ class KOALAPlusPlus(Optimizer):
         state = self.state[p]
         if not state:
             acc = accumulation_dtype(p.dtype)
-            # v and H_prev start at zero and "initialized" false: the first step that sees a
-            # nonzero gradient substitutes v = sigma H, H_prev = H (see the step functions).
-            state["v"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            # u (= v + Q H, see _multi_tensor_bucket) and H_prev start at zero and
+            # "initialized" false: the first step that sees a nonzero gradient substitutes
+            # v = sigma H, H_prev = H.
+            state["u"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["h_prev"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             for key in ("x", "y", "s_prev"):
                 state[key] = torch.zeros((), dtype=acc, device=p.device)
@@ -320,7 +321,11 @@ def _single_tensor_koalapp(
     guards: bool,
     guard_eps: float,
 ) -> list[tuple[Tensor, Tensor, Tensor]]:
-    """The spec, one tensor at a time, in the accumulation dtype. Readable, not fast."""
+    """The spec, one tensor at a time, in the accumulation dtype. Readable, not fast.
+
+    The state keeps ``u = v + Q H`` (see ``_multi_tensor_bucket``); this path converts at its
+    boundary and otherwise follows the spec line by line.
+    """
     wd = weight_decay
     s_values, lambdas = [], []
     for p, g, st in zip(params, grads, states, strict=True):
@@ -329,17 +334,19 @@ def _single_tensor_koalapp(
         acc = accumulation_dtype(p.dtype)
         rr = r.to(p.device, acc)
         h = (g + wd * p).reshape(-1).to(acc)
-        if bool(st["initialized"]):
-            v_prev = st["v"].reshape(-1).to(acc)
+        initialized = bool(st["initialized"])
+        if initialized:
             h_prev = st["h_prev"].reshape(-1).to(acc)
+            v_prev = st["u"].reshape(-1).to(acc) - q * h_prev
         else:
             v_prev = sigma * h
             h_prev = h
         x = torch.dot(h_prev, h_prev)
         y = torch.dot(h_prev, v_prev)
-        s_prev = st["s_prev"] if bool(st["initialized"]) else y + q * x + rr
+        s_prev = st["s_prev"] if initialized else y + q * x + rr
         if guards:
             x = x.clamp_min(guard_eps)
+            s_prev = s_prev.clamp_min(guard_eps)
         a = torch.dot(h, h_prev)
         b = torch.dot(h, v_prev)
         lam = (b + q * a) / s_prev
@@ -352,10 +359,11 @@ def _single_tensor_koalapp(
         p_flat = p.reshape(-1).to(acc)
         layer_loss = loss.to(p.device, acc) + 0.5 * wd * torch.dot(p_flat, p_flat)
         p.add_((-lr * layer_loss * (v + q * h) / s).view_as(p).to(p.dtype))
-        st["v"].copy_(v.view_as(p))
+        u = v + q * h
+        st["u"].copy_(u.view_as(p))
         st["h_prev"].copy_(h.view_as(p))
         st["x"].copy_(torch.dot(h, h))
-        st["y"].copy_(torch.dot(h, v))
+        st["y"].copy_(torch.dot(h, u))
         st["s_prev"].copy_(s)
         st["initialized"].fill_(True)
         s_values.append(s.to(torch.float64))
@@ -370,36 +378,19 @@ def _multi_tensor_koalapp(
     params: list[Tensor],
     grads: list[Tensor],
     states: list[dict[str, Tensor]],
-    *,
-    lr: float,
-    sigma: float,
-    q: float,
-    weight_decay: float,
-    symmetric: bool,
-    loss: Tensor,
-    r: Tensor,
-    guards: bool,
-    guard_eps: float,
+    **hyper: Any,
 ) -> list[tuple[Tensor, Tensor, Tensor]]:
-    """The same step for many tensors at once, without a host-device synchronisation.
-
-    Per-tensor scalars (x, y, S_prev, lambda, ...) are stacked into vectors so that their
-    arithmetic is a handful of small ops whatever the number of tensors. The new ``v`` is
-    written as ``c1 v_prev + c2 H_prev + c3 H``; the first visit (``v_prev = sigma H``,
-    ``H_prev = H``) and the skip rule only change the coefficients (first visit: c1 = c2 = 0;
-    skipped: c1 = 1, c2 = c3 = 0 and a zero step), so no tensor is branched on. x and y are
-    the previous step's ||H||^2 and H.v, kept instead of recomputed.
-    """
+    """The same step for many tensors at once, without a host-device synchronisation."""
     out = []
     for (device, dtype), idx in bucket_by_device_and_dtype(range(len(params)), params).items():
-        ps = [params[i] for i in idx]
-        gs = [grads[i] for i in idx]
-        sts = [states[i] for i in idx]
         out.append(
             _multi_tensor_bucket(
-                ps, gs, sts, device=device, dtype=dtype, lr=lr, sigma=sigma, q=q,
-                weight_decay=weight_decay, symmetric=symmetric, loss=loss, r=r,
-                guards=guards, guard_eps=guard_eps,
+                [params[i] for i in idx],
+                [grads[i] for i in idx],
+                [states[i] for i in idx],
+                device=device,
+                dtype=dtype,
+                **hyper,
             )
         )
     return out
@@ -422,9 +413,26 @@ def _multi_tensor_bucket(
     guards: bool,
     guard_eps: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
+    """One step for tensors that share a device and dtype.
+
+    The state holds ``u_k = v_k + Q H_k = H_k (P_{k-1} + Q)``, the gradient times the
+    *predicted* covariance, instead of ``v_k``. In u the spec's recursion reads
+
+        lambda = H.u_prev / S_prev,   alpha = a / x,   w = H.u_prev / x - a y / x^2,
+        u = (alpha - lambda) u_prev + (w - Q alpha) H_prev + 2 Q H,
+        S = H.u + R,                  p <- p - eta L_p u / S,
+
+    with a = H.H_prev, x = ||H_prev||^2, y = H_prev.u_prev (the Q terms of the spec cancel
+    exactly), so the update of p is a single pass and S needs one dot product. x and y are the
+    previous step's ||H||^2 and H.u, kept rather than recomputed. Per-tensor scalars are stacked
+    into vectors, so their arithmetic costs a handful of small ops whatever the tensor count.
+    The first visit (v_prev = sigma H, H_prev = H) and the skip rule only change the three
+    coefficients of the u update (first visit: only H; skipped: u unchanged, zero step), so no
+    tensor value is branched on.
+    """
     wd = weight_decay
     acc = accumulation_dtype(dtype)
-    vs = [st["v"] for st in sts]
+    us = [st["u"] for st in sts]
     h_prevs = [st["h_prev"] for st in sts]
     x_old = torch.stack([st["x"] for st in sts])
     y_old = torch.stack([st["y"] for st in sts])
@@ -432,69 +440,73 @@ def _multi_tensor_bucket(
     init = torch.stack([st["initialized"] for st in sts])
     rr = r.to(device, acc)
 
-    skip = norms(gs, acc) < GRAD_SKIP_NORM
-    skip_w = split_scalars(skip, dtype)
-    # H = g + wd p, except that a skipped tensor gets H = H_prev so that storing H below leaves
-    # its H_prev untouched. lerp with weight exactly 0 or 1 returns an endpoint exactly.
+    g_sq = squared_norms(gs, acc)
+    skip = g_sq.sqrt() < GRAD_SKIP_NORM
     if wd != 0.0:
+        p_sq = squared_norms(ps, acc)
+        # A skipped tensor gets H = H_prev, so that keeping H as the new H_prev leaves its state
+        # as it was. lerp with a weight of exactly 0 or 1 returns that endpoint exactly.
         hs = torch._foreach_add(gs, ps, alpha=wd)
-        torch._foreach_lerp_(hs, h_prevs, skip_w)
+        torch._foreach_lerp_(hs, h_prevs, split_scalars(skip, dtype))
+        c = squared_norms(hs, acc)
     else:
-        hs = torch._foreach_lerp(gs, h_prevs, skip_w)
-    p_sq = squared_norms(ps, acc) if wd != 0.0 else None
-
-    c = squared_norms(hs, acc)
+        # Without weight decay H is the gradient itself: no new buffer; H_prev is overwritten in
+        # place once the step no longer needs it. Skipped tensors' products are masked below.
+        p_sq = None
+        hs = gs
+        c = g_sq
     a = dots(hs, h_prevs, acc)
-    b = dots(hs, vs, acc)
-    # First visit: v_prev = sigma H, H_prev = H, so every product is a multiple of ||H||^2.
+    b = dots(hs, us, acc)
+    # First visit: v_prev = sigma H and H_prev = H, so u_prev = (sigma + Q) H and every
+    # product is a multiple of ||H||^2.
+    first = (sigma + q) * c
     x = torch.where(init, x_old, c)
-    y = torch.where(init, y_old, sigma * c)
+    y = torch.where(init, y_old, first)
     a = torch.where(init, a, c)
-    b = torch.where(init, b, sigma * c)
-    s_prev = torch.where(init, s_old, y + q * x + rr)
+    b = torch.where(init, b, first)
+    s_prev = torch.where(init, s_old, y + rr)
     if guards:
         x = x.clamp_min(guard_eps)
-    lam = (b + q * a) / s_prev
+        s_prev = s_prev.clamp_min(guard_eps)
+    lam = b / s_prev
     alpha = a / x
     w = b / x - a * y / (x * x) if symmetric else torch.zeros_like(x)
     c1 = alpha - lam
-    c2 = w - q * lam
-    c3 = torch.where(init, torch.full_like(c1, q), c1 * sigma + c2 + q)
+    c2 = w - q * alpha
     zero, one = torch.zeros_like(c1), torch.ones_like(c1)
-    c1 = torch.where(init, c1, zero)
-    c2 = torch.where(init, c2, zero)
-    c1 = torch.where(skip, one, c1)
-    c2 = torch.where(skip, zero, c2)
+    c3 = torch.where(init, torch.full_like(c1, 2 * q), c1 * (sigma + q) + c2 + 2 * q)
+    c1 = torch.where(skip, one, torch.where(init, c1, zero))
+    c2 = torch.where(skip | ~init, zero, c2)
     c3 = torch.where(skip, zero, c3)
 
-    torch._foreach_mul_(vs, split_scalars(c1, dtype))
-    torch._foreach_addcmul_(vs, h_prevs, split_scalars(c2, dtype))
-    torch._foreach_addcmul_(vs, hs, split_scalars(c3, dtype))
+    torch._foreach_mul_(us, split_scalars(c1, dtype))
+    torch._foreach_addcmul_(us, h_prevs, split_scalars(c2, dtype))
+    torch._foreach_addcmul_(us, hs, split_scalars(c3, dtype))
 
-    d = dots(hs, vs, acc)
-    s = d + q * c + rr
+    d = dots(hs, us, acc)
+    s = d + rr
     if guards:
-        s = torch.maximum(s, q * c + rr).clamp_min(guard_eps)
+        s = (torch.maximum(d, q * c) + rr).clamp_min(guard_eps)
     layer_loss = loss.to(device, acc)
     if p_sq is not None:
         layer_loss = layer_loss + 0.5 * wd * p_sq
     coef = torch.where(skip, zero, -lr * layer_loss / s)
-    # p <- p + coef (v + Q H)
-    torch._foreach_addcmul_(ps, vs, split_scalars(coef, dtype))
-    if q != 0.0:
-        torch._foreach_addcmul_(ps, hs, split_scalars(coef * q, dtype))
+    torch._foreach_addcmul_(ps, us, split_scalars(coef, dtype))
 
+    if wd != 0.0:
+        for st, h in zip(sts, hs, strict=True):
+            st["h_prev"] = h
+    else:
+        torch._foreach_lerp_(h_prevs, gs, split_scalars(~skip, dtype))
     new_x = torch.where(skip, x_old, c)
     new_y = torch.where(skip, y_old, d)
     new_s = torch.where(skip, s_old, s)
     new_init = init | ~skip
-    for st, h, xi, yi, si, ii in zip(
-        sts, hs, new_x.unbind(0), new_y.unbind(0), new_s.unbind(0), new_init.unbind(0),
-        strict=True,
+    for st, xi, yi, si, ii in zip(
+        sts, new_x.unbind(0), new_y.unbind(0), new_s.unbind(0), new_init.unbind(0), strict=True
     ):
-        st["h_prev"] = h
         st["x"], st["y"], st["s_prev"], st["initialized"] = xi, yi, si, ii
 
-    stepped = (~skip).to(torch.float64)
     s_min = torch.where(skip, torch.full_like(s, float("inf")), s).min()
-    return s_min, (torch.where(skip, zero, lam).to(torch.float64)).sum(), stepped.sum()
+    lambda_sum = torch.where(skip, zero, lam).sum()
+    return s_min, lambda_sum, (~skip).sum()
