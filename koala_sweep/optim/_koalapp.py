@@ -479,9 +479,9 @@ def _multi_tensor_bucket(
     c2 = torch.where(skip | ~init, zero, c2)
     c3 = torch.where(skip, zero, c3)
 
-    torch._foreach_mul_(us, split_scalars(c1, dtype))
-    torch._foreach_addcmul_(us, h_prevs, split_scalars(c2, dtype))
-    torch._foreach_addcmul_(us, hs, split_scalars(c3, dtype))
+    torch._foreach_mul_(us, split_scalars(c1, acc))
+    torch._foreach_addcmul_(us, h_prevs, split_scalars(c2, acc))
+    torch._foreach_addcmul_(us, hs, split_scalars(c3, acc))
 
     d = dots(hs, us, acc)
     s = d + rr
@@ -491,7 +491,7 @@ def _multi_tensor_bucket(
     if p_sq is not None:
         layer_loss = layer_loss + 0.5 * wd * p_sq
     coef = torch.where(skip, zero, -lr * layer_loss / s)
-    torch._foreach_addcmul_(ps, us, split_scalars(coef, dtype))
+    torch._foreach_addcmul_(ps, us, split_scalars(coef, acc))
 
     if wd != 0.0:
         for st, h in zip(sts, hs, strict=True):

@@ -191,7 +191,12 @@ def norms(xs: Sequence[Tensor], acc: torch.dtype) -> Tensor:
 
 
 def split_scalars(values: Tensor, dtype: torch.dtype) -> list[Tensor]:
-    """A vector of per-tensor coefficients as a list of 0-d tensors for ``torch._foreach_*``."""
+    """A vector of per-tensor coefficients as a list of 0-d tensors for ``torch._foreach_*``.
+
+    Multipliers stay in the accumulation dtype (the kernels compute in float32 for bfloat16
+    tensors, so the coefficient is not rounded to 8 bits); lerp weights, which are exactly 0 or
+    1, take the tensors' own dtype as lerp requires.
+    """
     return list(values.to(dtype).unbind(0))
 
 
