@@ -24,11 +24,10 @@ from ._measurement import (
     bucket_by_device_and_dtype,
     check_nonnegative,
     check_r_and_alpha,
-    dots,
-    norms,
+    dot_list,
+    squared_norms,
     resolve_measurement,
     split_scalars,
-    squared_norms,
     update_r,
 )
 
@@ -273,14 +272,15 @@ class KOALAPlusPlus(Optimizer):
 def _set_aside_scalars(optimizer: Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
     state_dict = dict(state_dict)
     kept, scalars = {}, {}
+    # torch.optim's load keeps tensors that already have the right dtype and device by
+    # reference; the buffers are cloned so that stepping the restored optimizer (u is updated in
+    # place) never writes into a checkpoint the caller still holds.
     for key, value in state_dict["state"].items():
+        if isinstance(value, dict):
+            value = {k: (v.clone() if isinstance(v, Tensor) else v) for k, v in value.items()}
         if isinstance(value, dict) and key != GLOBAL_STATE:
             scalars[key] = {k: value[k] for k in _SCALAR_KEYS if k in value}
             kept[key] = {k: v for k, v in value.items() if k not in _SCALAR_KEYS}
-        elif key == GLOBAL_STATE and isinstance(value, dict):
-            # torch.optim copies non-parameter state by reference; clone so that stepping the
-            # restored optimizer never writes into the caller's checkpoint.
-            kept[key] = {k: (v.clone() if isinstance(v, Tensor) else v) for k, v in value.items()}
         else:
             kept[key] = value
     saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
@@ -297,7 +297,7 @@ def _restore_scalars(optimizer: Optimizer) -> None:
         if p is None:
             continue
         for k, v in values.items():
-            optimizer.state[p][k] = v.detach().clone().to(p.device)
+            optimizer.state[p][k] = v.detach().to(p.device)
     gstate = optimizer.state.get(GLOBAL_STATE)
     if gstate:
         device = next(p.device for g in optimizer.param_groups for p in g["params"])
@@ -383,20 +383,44 @@ def _multi_tensor_koalapp(
     """The same step for many tensors at once, without a host-device synchronisation."""
     out = []
     for (device, dtype), idx in bucket_by_device_and_dtype(range(len(params)), params).items():
-        out.append(
-            _multi_tensor_bucket(
-                [params[i] for i in idx],
-                [grads[i] for i in idx],
-                [states[i] for i in idx],
-                device=device,
-                dtype=dtype,
-                **hyper,
+        for chunk in _cache_sized_chunks([params[i] for i in idx]):
+            out.append(
+                _multi_tensor_chunk(
+                    [params[i] for i in idx[chunk]],
+                    [grads[i] for i in idx[chunk]],
+                    [states[i] for i in idx[chunk]],
+                    device=device,
+                    dtype=dtype,
+                    **hyper,
+                )
             )
-        )
     return out
 
 
-def _multi_tensor_bucket(
+# On a CPU every elementwise pass streams its operands through memory, and a ResNet-18 is 47 MB
+# per array: a step that ran each of its passes over all tensors at once would miss the cache
+# on every pass. Tensors are therefore stepped in groups of about this many bytes per array, so
+# that a group's g, p, u, H_prev and H stay in a typical last-level cache through all the passes
+# of its step (benchmarks/optimizer_step.py measures the effect). GPUs pay per kernel launch
+# instead and have no such cache to exploit, so they take one group.
+CPU_CHUNK_BYTES = 4 * 1024 * 1024
+
+
+def _cache_sized_chunks(tensors: list[Tensor]) -> list[slice]:
+    if not tensors or tensors[0].device.type != "cpu":
+        return [slice(0, len(tensors))]
+    chunks, start, size = [], 0, 0
+    for i, t in enumerate(tensors):
+        size += t.numel() * t.element_size()
+        if size >= CPU_CHUNK_BYTES:
+            chunks.append(slice(start, i + 1))
+            start, size = i + 1, 0
+    if start < len(tensors):
+        chunks.append(slice(start, len(tensors)))
+    return chunks
+
+
+def _multi_tensor_chunk(
     ps: list[Tensor],
     gs: list[Tensor],
     sts: list[dict[str, Tensor]],
@@ -424,11 +448,12 @@ def _multi_tensor_bucket(
 
     with a = H.H_prev, x = ||H_prev||^2, y = H_prev.u_prev (the Q terms of the spec cancel
     exactly), so the update of p is a single pass and S needs one dot product. x and y are the
-    previous step's ||H||^2 and H.u, kept rather than recomputed. Per-tensor scalars are stacked
-    into vectors, so their arithmetic costs a handful of small ops whatever the tensor count.
+    previous step's ||H||^2 and H.u, kept rather than recomputed. Per-tensor scalars are
+    stacked into vectors, so their arithmetic costs a fixed number of small ops.
+
     The first visit (v_prev = sigma H, H_prev = H) and the skip rule only change the three
-    coefficients of the u update (first visit: only H; skipped: u unchanged, zero step), so no
-    tensor value is branched on.
+    coefficients of the u update (first visit: only H; skipped: u unchanged and a zero step),
+    so no tensor value is branched on.
     """
     wd = weight_decay
     acc = accumulation_dtype(dtype)
@@ -455,8 +480,8 @@ def _multi_tensor_bucket(
         p_sq = None
         hs = gs
         c = g_sq
-    a = dots(hs, h_prevs, acc)
-    b = dots(hs, us, acc)
+    a = torch.stack(dot_list(hs, h_prevs, acc))
+    b = torch.stack(dot_list(hs, us, acc))
     # First visit: v_prev = sigma H and H_prev = H, so u_prev = (sigma + Q) H and every
     # product is a multiple of ||H||^2.
     first = (sigma + q) * c
@@ -483,29 +508,31 @@ def _multi_tensor_bucket(
     torch._foreach_addcmul_(us, h_prevs, split_scalars(c2, acc))
     torch._foreach_addcmul_(us, hs, split_scalars(c3, acc))
 
-    d = dots(hs, us, acc)
-    s = d + rr
+    d = torch.stack(dot_list(hs, us, acc))
     if guards:
         s = (torch.maximum(d, q * c) + rr).clamp_min(guard_eps)
+    else:
+        s = d + rr
     layer_loss = loss.to(device, acc)
     if p_sq is not None:
         layer_loss = layer_loss + 0.5 * wd * p_sq
+    # A skipped tensor's S may be 0 or NaN: where, not a product, keeps its step at zero.
     coef = torch.where(skip, zero, -lr * layer_loss / s)
     torch._foreach_addcmul_(ps, us, split_scalars(coef, acc))
 
-    if wd != 0.0:
-        for st, h in zip(sts, hs, strict=True):
-            st["h_prev"] = h
-    else:
+    if wd == 0.0:
         torch._foreach_lerp_(h_prevs, gs, split_scalars(~skip, dtype))
     new_x = torch.where(skip, x_old, c)
     new_y = torch.where(skip, y_old, d)
     new_s = torch.where(skip, s_old, s)
     new_init = init | ~skip
-    for st, xi, yi, si, ii in zip(
-        sts, new_x.unbind(0), new_y.unbind(0), new_s.unbind(0), new_init.unbind(0), strict=True
+    for i, (st, xi, yi, si, ii) in enumerate(
+        zip(sts, new_x.unbind(0), new_y.unbind(0), new_s.unbind(0), new_init.unbind(0),
+            strict=True)
     ):
         st["x"], st["y"], st["s_prev"], st["initialized"] = xi, yi, si, ii
+        if wd != 0.0:
+            st["h_prev"] = hs[i]
 
     s_min = torch.where(skip, torch.full_like(s, float("inf")), s).min()
     lambda_sum = torch.where(skip, zero, lam).sum()

@@ -163,11 +163,11 @@ def update_r(
     return r_new
 
 
-def dots(xs: Sequence[Tensor], ys: Sequence[Tensor], acc: torch.dtype) -> Tensor:
-    """Per-tensor inner products <x_i, y_i> as one vector of dtype ``acc``.
+def dot_list(xs: Sequence[Tensor], ys: Sequence[Tensor], acc: torch.dtype) -> list[Tensor]:
+    """Per-tensor inner products <x_i, y_i> as 0-d tensors of dtype ``acc``.
 
-    One BLAS dot per tensor: a single read of both operands and no temporary, which is the
-    cheapest reduction on CPU (elementwise products plus a segment sum cost two more passes).
+    One BLAS dot per tensor: a single read of both operands and no temporary, the cheapest
+    reduction on CPU (elementwise products plus a segment sum cost two more passes).
     Low-precision tensors are widened first so that the sum accumulates in float32.
     """
     out = []
@@ -175,19 +175,12 @@ def dots(xs: Sequence[Tensor], ys: Sequence[Tensor], acc: torch.dtype) -> Tensor
         if x.dtype != acc:
             x, y = x.to(acc), y.to(acc)
         out.append(torch.dot(x.reshape(-1), y.reshape(-1)))
-    if not out:
-        return torch.zeros(0, dtype=acc)
-    return torch.stack(out)
+    return out
 
 
 def squared_norms(xs: Sequence[Tensor], acc: torch.dtype) -> Tensor:
     """Per-tensor ||x_i||^2 as one vector of dtype ``acc`` (one fused pass)."""
     return torch.stack(torch._foreach_powsum(list(xs), 2, dtype=acc))
-
-
-def norms(xs: Sequence[Tensor], acc: torch.dtype) -> Tensor:
-    """Per-tensor ||x_i|| as one vector of dtype ``acc`` (one fused pass)."""
-    return torch.stack(torch._foreach_norm(list(xs), 2, dtype=acc))
 
 
 def split_scalars(values: Tensor, dtype: torch.dtype) -> list[Tensor]:
