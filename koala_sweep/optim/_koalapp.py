@@ -467,16 +467,16 @@ def _multi_tensor_chunk(
 
     g_sq = squared_norms(gs, acc)
     skip = g_sq.sqrt() < GRAD_SKIP_NORM
+    # H lives only through this chunk's step and is then copied into H_prev's buffer: keeping
+    # the fresh H as the new H_prev instead would hand the old buffer back to the allocator
+    # and make every step fault in new memory for the whole model (on CPU that costs more than
+    # the copy). Without weight decay H is the gradient itself. A skipped tensor's H only
+    # feeds products that are masked below.
     if wd != 0.0:
         p_sq = squared_norms(ps, acc)
-        # A skipped tensor gets H = H_prev, so that keeping H as the new H_prev leaves its state
-        # as it was. lerp with a weight of exactly 0 or 1 returns that endpoint exactly.
         hs = torch._foreach_add(gs, ps, alpha=wd)
-        torch._foreach_lerp_(hs, h_prevs, split_scalars(skip, dtype))
         c = squared_norms(hs, acc)
     else:
-        # Without weight decay H is the gradient itself: no new buffer; H_prev is overwritten in
-        # place once the step no longer needs it. Skipped tensors' products are masked below.
         p_sq = None
         hs = gs
         c = g_sq
@@ -520,19 +520,17 @@ def _multi_tensor_chunk(
     coef = torch.where(skip, zero, -lr * layer_loss / s)
     torch._foreach_addcmul_(ps, us, split_scalars(coef, acc))
 
-    if wd == 0.0:
-        torch._foreach_lerp_(h_prevs, gs, split_scalars(~skip, dtype))
+    # H_prev <- H, except for skipped tensors (lerp with a weight of exactly 0 or 1 returns that
+    # endpoint exactly).
+    torch._foreach_lerp_(h_prevs, hs, split_scalars(~skip, dtype))
     new_x = torch.where(skip, x_old, c)
     new_y = torch.where(skip, y_old, d)
     new_s = torch.where(skip, s_old, s)
     new_init = init | ~skip
-    for i, (st, xi, yi, si, ii) in enumerate(
-        zip(sts, new_x.unbind(0), new_y.unbind(0), new_s.unbind(0), new_init.unbind(0),
-            strict=True)
+    for st, xi, yi, si, ii in zip(
+        sts, new_x.unbind(0), new_y.unbind(0), new_s.unbind(0), new_init.unbind(0), strict=True
     ):
         st["x"], st["y"], st["s_prev"], st["initialized"] = xi, yi, si, ii
-        if wd != 0.0:
-            st["h_prev"] = hs[i]
 
     s_min = torch.where(skip, torch.full_like(s, float("inf")), s).min()
     lambda_sum = torch.where(skip, zero, lam).sum()

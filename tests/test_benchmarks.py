@@ -1,0 +1,28 @@
+"""The benchmark scripts run and report what they claim to report (tiny shapes, CPU)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_optimizer_step_benchmark_quick():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "optimizer_step.py"), "--quick"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    tiny = report["workloads"]["tiny"]
+    for name in ("adam", "adamw", "sgd_momentum", "koalapp", "koalapp_per_tensor_loop"):
+        assert tiny["median_step_ms"][name] > 0
+    assert tiny["ratio_to_adam"]["adam"] == 1.0
+    state = tiny["state_bytes_per_parameter"]
+    # Both: two buffers per parameter plus a few scalars per tensor (Adam's step counter).
+    assert 8.0 <= state["adam"] <= 8.0 * 1.1
+    assert 8.0 <= state["koalapp"] <= 8.0 * 1.1
+    assert "KOALA++ step" in out.stderr  # the one-line summary
