@@ -94,7 +94,7 @@ def make_params(shapes, device, dtype, seed=0):
 
 def state_bytes_per_parameter(opt: torch.optim.Optimizer, n_params: int) -> float:
     total = 0
-    for key, st in opt.state.items():
+    for st in opt.state.values():
         values = st.values() if isinstance(st, dict) else []
         for t in values:
             if isinstance(t, torch.Tensor):

@@ -5,8 +5,17 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
-_PACKAGES = ("koala-sweep", "torch", "torchvision", "ray", "optuna", "pandas", "plotly",
-             "sqlalchemy", "pydantic")
+_PACKAGES = (
+    "koala-sweep",
+    "torch",
+    "torchvision",
+    "ray",
+    "optuna",
+    "pandas",
+    "plotly",
+    "sqlalchemy",
+    "pydantic",
+)
 
 
 def package_versions() -> dict[str, str]:

@@ -18,9 +18,9 @@ def golden_scenarios() -> list[dict]:
 
 def tiny_mlp(seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return torch.nn.Sequential(
-        torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)
-    ).to(dtype)
+    return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).to(
+        dtype
+    )
 
 
 def classification_batch(step: int, n: int = 16, dtype: torch.dtype = torch.float32):

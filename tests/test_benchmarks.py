@@ -13,7 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_optimizer_step_benchmark_quick():
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "optimizer_step.py"), "--quick"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)

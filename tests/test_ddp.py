@@ -20,9 +20,7 @@ STEPS = 5
 
 def _worker(rank: int, store_path: str, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"file://{store_path}", rank=rank, world_size=WORLD
-    )
+    dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=WORLD)
     try:
         result = {}
         for average in (True, False):

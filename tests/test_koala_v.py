@@ -44,8 +44,13 @@ def test_matches_the_update_written_out(hp):
     model = tiny_mlp(11, dtype=torch.float64)
     by_hand = [p.detach().clone() for p in model.parameters()]
     opt = KOALAV(
-        model.parameters(), lr=hp["lr"], sigma=hp["sigma"], q=hp["q"], r=hp["r"],
-        alpha_r=hp["alpha_r"], weight_decay=hp["wd"],
+        model.parameters(),
+        lr=hp["lr"],
+        sigma=hp["sigma"],
+        q=hp["q"],
+        r=hp["r"],
+        alpha_r=hp["alpha_r"],
+        weight_decay=hp["wd"],
     )
     st = {"sigma": torch.tensor(hp["sigma"], dtype=torch.float64), "r": 1.0}
     for k in range(10):
@@ -60,8 +65,16 @@ def test_matches_the_update_written_out(hp):
             list(model.parameters())[1].grad.zero_()
         opt.step(loss=loss, loss_var=var)
         _koala_v_by_hand(
-            by_hand, grads, loss.detach(), var, st, lr=hp["lr"], q=hp["q"], r=hp["r"],
-            alpha_r=hp["alpha_r"], wd=hp["wd"],
+            by_hand,
+            grads,
+            loss.detach(),
+            var,
+            st,
+            lr=hp["lr"],
+            q=hp["q"],
+            r=hp["r"],
+            alpha_r=hp["alpha_r"],
+            wd=hp["wd"],
         )
         for p, e in zip(model.parameters(), by_hand, strict=True):
             torch.testing.assert_close(p.detach(), e, rtol=1e-12, atol=1e-14)
@@ -85,8 +98,14 @@ def test_all_tensors_skipped_keeps_the_predicted_sigma():
 
 @pytest.mark.parametrize(
     ("kwargs", "name"),
-    [({"lr": -1.0}, "lr"), ({"q": -0.1}, "q"), ({"sigma": -0.1}, "sigma"),
-     ({"alpha_r": 1.5}, "alpha_r"), ({"r": -1.0}, "r"), ({"weight_decay": -1.0}, "weight_decay")],
+    [
+        ({"lr": -1.0}, "lr"),
+        ({"q": -0.1}, "q"),
+        ({"sigma": -0.1}, "sigma"),
+        ({"alpha_r": 1.5}, "alpha_r"),
+        ({"r": -1.0}, "r"),
+        ({"weight_decay": -1.0}, "weight_decay"),
+    ],
 )
 def test_invalid_arguments_name_the_argument(kwargs, name):
     with pytest.raises(ValueError, match=name):

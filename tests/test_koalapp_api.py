@@ -41,7 +41,12 @@ def test_defaults_are_the_papers():
     opt = KOALAPlusPlus(_params())
     d = opt.defaults
     assert (d["lr"], d["sigma"], d["q"], d["r"], d["alpha_r"], d["weight_decay"]) == (
-        1.0, 0.1, 0.1, None, 0.9, 0.0,
+        1.0,
+        0.1,
+        0.1,
+        None,
+        0.9,
+        0.0,
     )
     assert d["variant"] == "symmetric" and opt.guards is False
 

@@ -121,8 +121,10 @@ def test_state_is_two_buffers_per_parameter_like_adam():
     def buffer_bytes(o):
         return sum(
             t.numel() * t.element_size()
-            for k, s in o.state.items() if not isinstance(k, str)
-            for t in s.values() if isinstance(t, torch.Tensor) and t.ndim > 0
+            for k, s in o.state.items()
+            if not isinstance(k, str)
+            for t in s.values()
+            if isinstance(t, torch.Tensor) and t.ndim > 0
         )
 
     n_params = sum(p.numel() for p in model.parameters())
@@ -211,7 +213,8 @@ def test_cuda_matches_cpu():
             gen = torch.Generator().manual_seed(k)
             for p in params:
                 p.grad = torch.randn(p.shape, generator=gen, dtype=torch.float64).to(device)
-            opt.step(loss=torch.tensor(1.0, device=device), loss_var=torch.tensor(1.2, device=device))
+            one = torch.tensor(1.0, device=device)
+            opt.step(loss=one, loss_var=1.2 * one)
         runs.append([p.cpu() for p in params])
     for a, b in zip(*runs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -23,6 +23,7 @@ from ._measurement import (
     bucket_by_device_and_dtype,
     check_nonnegative,
     check_r_and_alpha,
+    on_device,
     resolve_measurement,
     split_scalars,
     squared_norms,
@@ -133,15 +134,13 @@ class KOALAV(Optimizer):
         for group, params in groups:
             if not params:
                 continue
-            for (dev, dtype), idx in bucket_by_device_and_dtype(
-                range(len(params)), params
-            ).items():
+            for (dev, dtype), idx in bucket_by_device_and_dtype(range(len(params)), params).items():
                 ps = [params[i] for i in idx]
                 gs = [p.grad for p in ps]
                 if any(g.is_sparse for g in gs):
                     raise RuntimeError(f"{name} does not support sparse gradients")
                 acc = accumulation_dtype(dtype)
-                sig, rr = sigma.to(dev, acc), r.to(dev, acc)
+                sig, rr = sigma.to(dev, acc), on_device(r, dev, acc)
                 wd = group["weight_decay"]
                 skip = squared_norms(gs, acc).sqrt() < GRAD_SKIP_NORM
                 if wd != 0.0:

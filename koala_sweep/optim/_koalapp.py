@@ -25,9 +25,10 @@ from ._measurement import (
     check_nonnegative,
     check_r_and_alpha,
     dot_list,
-    squared_norms,
+    on_device,
     resolve_measurement,
     split_scalars,
+    squared_norms,
     update_r,
 )
 
@@ -199,9 +200,7 @@ class KOALAPlusPlus(Optimizer):
         output, loss_t, var_t = resolve_measurement(
             closure, loss, loss_var, needs_loss_var=self.r_adaptive, optimizer=name
         )
-        params_with_grad = [
-            p for g in self.param_groups for p in g["params"] if p.grad is not None
-        ]
+        params_with_grad = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
         if not params_with_grad:
             return output if closure is not None else loss_t
         device = params_with_grad[0].device
@@ -285,7 +284,7 @@ def _set_aside_scalars(optimizer: Optimizer, state_dict: dict[str, Any]) -> dict
             kept[key] = value
     saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
     current = [p for g in optimizer.param_groups for p in g["params"]]
-    optimizer._koala_pending_scalars = (dict(zip(saved_ids, current)), scalars)  # type: ignore[attr-defined]
+    optimizer._koala_pending_scalars = (dict(zip(saved_ids, current, strict=False)), scalars)  # type: ignore[attr-defined]
     state_dict["state"] = kept
     return state_dict
 
@@ -317,7 +316,7 @@ def _single_tensor_koalapp(
     weight_decay: float,
     symmetric: bool,
     loss: Tensor,
-    r: Tensor,
+    r: Tensor | float,
     guards: bool,
     guard_eps: float,
 ) -> list[tuple[Tensor, Tensor, Tensor]]:
@@ -332,7 +331,7 @@ def _single_tensor_koalapp(
         if g.norm(2) < GRAD_SKIP_NORM:
             continue
         acc = accumulation_dtype(p.dtype)
-        rr = r.to(p.device, acc)
+        rr = on_device(r, p.device, acc)
         h = (g + wd * p).reshape(-1).to(acc)
         initialized = bool(st["initialized"])
         if initialized:
@@ -433,7 +432,7 @@ def _multi_tensor_chunk(
     weight_decay: float,
     symmetric: bool,
     loss: Tensor,
-    r: Tensor,
+    r: Tensor | float,
     guards: bool,
     guard_eps: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -463,7 +462,7 @@ def _multi_tensor_chunk(
     y_old = torch.stack([st["y"] for st in sts])
     s_old = torch.stack([st["s_prev"] for st in sts])
     init = torch.stack([st["initialized"] for st in sts])
-    rr = r.to(device, acc)
+    rr = on_device(r, device, acc)
 
     g_sq = squared_norms(gs, acc)
     skip = g_sq.sqrt() < GRAD_SKIP_NORM

@@ -134,7 +134,7 @@ def average_across_ranks(
     world = dist.get_world_size(process_group)
     if world <= 1:
         return loss, loss_var
-    var = loss_var if loss_var is not None else torch.zeros((), dtype=torch.float64)
+    var = loss_var if loss_var is not None else torch.zeros((), dtype=torch.float64, device=device)
     # NCCL reduces only CUDA tensors; gloo takes CPU ones. The parameters' device suits the
     # backend that the job initialised for them.
     buf = torch.stack([loss.to(device), var.to(device)])
@@ -149,11 +149,13 @@ def update_r(
     alpha_r: float,
     loss_var: Tensor | None,
     device: torch.device,
-) -> Tensor:
-    """R for this step, as a float64 tensor on ``device``: the fixed value, or the exponential
-    average R <- alpha_r R + (1 - alpha_r) V updated once per step before any tensor uses it."""
+) -> Tensor | float:
+    """R for this step: the fixed value as a Python float (a new device tensor made from it
+    every step would be a host-to-device copy, which waits for the device), or the exponential
+    average R <- alpha_r R + (1 - alpha_r) V as a float64 tensor on ``device``, updated once per
+    step before any tensor uses it."""
     if r_fixed is not None:
-        return torch.tensor(r_fixed, dtype=torch.float64, device=device)
+        return float(r_fixed)
     r_prev = global_state.get("r")
     if r_prev is None:
         r_prev = torch.tensor(R_INIT, dtype=torch.float64, device=device)
@@ -161,6 +163,11 @@ def update_r(
     r_new = alpha_r * r_prev.to(device) + (1 - alpha_r) * loss_var.to(device)
     global_state["r"] = r_new
     return r_new
+
+
+def on_device(value: Tensor | float, device: torch.device, dtype: torch.dtype) -> Tensor | float:
+    """A step scalar (L, R, sigma) where a bucket's arithmetic needs it; floats stay floats."""
+    return value.to(device, dtype) if isinstance(value, Tensor) else value
 
 
 def dot_list(xs: Sequence[Tensor], ys: Sequence[Tensor], acc: torch.dtype) -> list[Tensor]:
