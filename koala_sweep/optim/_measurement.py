@@ -208,3 +208,25 @@ def bucket_by_device_and_dtype(indices: Sequence[int], params: Sequence[Tensor])
         p = params[i]
         buckets.setdefault((p.device, p.dtype), []).append(i)
     return buckets
+
+
+# What feeds the online R estimate, computed from the batch's per-sample losses l with mean L:
+# the square of the batch-mean loss (the KOALA++ paper's image scripts), the mean of per-sample
+# squared losses (the original KOALA), or the variance of the per-sample losses.
+LOSS_VAR_CHOICES = ("batch_mean_sq", "per_sample_sq", "per_sample_var")
+
+
+def loss_and_loss_var(per_sample: Tensor, kind: str) -> tuple[Tensor, Tensor]:
+    """L (the mean of ``per_sample``) and V of the chosen ``kind``, both detached 0-d tensors
+    on the losses' device (no host synchronisation)."""
+    losses = per_sample.detach().reshape(-1).to(torch.float32)
+    loss = losses.mean()
+    if kind == "batch_mean_sq":
+        var = loss * loss
+    elif kind == "per_sample_sq":
+        var = (losses * losses).mean()
+    elif kind == "per_sample_var":
+        var = ((losses - loss) ** 2).mean()
+    else:
+        raise ValueError(f"loss_var must be one of {', '.join(LOSS_VAR_CHOICES)}, got {kind!r}")
+    return loss, var
