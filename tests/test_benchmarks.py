@@ -29,3 +29,15 @@ def test_optimizer_step_benchmark_quick():
     assert 8.0 <= state["adam"] <= 8.0 * 1.1
     assert 8.0 <= state["koalapp"] <= 8.0 * 1.1
     assert "KOALA++ step" in out.stderr  # the one-line summary
+
+
+def test_workload_cost_benchmark_on_the_default_workload():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "workload_cost.py"), "--only",
+         "fashion_mnist_cnn"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    cost = report["workloads"]["fashion_mnist_cnn"]
+    assert cost["epoch_seconds"] > 0 and cost["note"].startswith("real data")
