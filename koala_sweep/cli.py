@@ -106,5 +106,59 @@ def train(
         raise typer.Exit(2) from None
 
 
+db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+STORAGE_HELP = (
+    "SQLAlchemy URL of the store (default: $KOALA_SWEEP_STORAGE, else "
+    "sqlite:///runs/koala_sweep.db)"
+)
+
+
+@db_app.command("upgrade")
+def db_upgrade(storage: str = typer.Option(None, help=STORAGE_HELP)) -> None:
+    """Create the store's schema, or upgrade an older one in place (rows are kept)."""
+    from .console import error, stdout
+    from .store import SchemaError, StoreError, StoreURLError, upgrade_store
+
+    try:
+        masked, before, after = upgrade_store(storage)
+    except (SchemaError, StoreError, StoreURLError) as err:
+        error(str(err))
+        raise typer.Exit(2) from None
+    if before == after:
+        stdout.print(f"{masked}: schema is current (revision {after})")
+    else:
+        stdout.print(f"{masked}: schema {before or 'none'} -> {after}")
+
+
+@app.command()
+def export(
+    study: str = typer.Argument(..., help="the study's name"),
+    output: str = typer.Option(..., "-o", "--output", help="file to write"),
+    fmt: str = typer.Option("csv", "--format", help="csv, parquet or json"),
+    metrics: bool = typer.Option(False, "--metrics", help="one row per trial-epoch"),
+    storage: str = typer.Option(None, help=STORAGE_HELP),
+) -> None:
+    """Write a study's trials (or, with --metrics, its trial-epochs) to a file."""
+    from pathlib import Path
+
+    from .console import error, stdout
+    from .export import FORMATS, export_frame, write_frame
+    from .store import SchemaError, StoreError, StoreURLError, UnknownStudy, open_store
+
+    if fmt not in FORMATS:
+        error(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise typer.Exit(2)
+    try:
+        store = open_store(storage, create=False)
+        frame = export_frame(store, study, metrics=metrics)
+    except (UnknownStudy, SchemaError, StoreError, StoreURLError) as err:
+        error(str(err.args[0] if isinstance(err, UnknownStudy) else err))
+        raise typer.Exit(2) from None
+    write_frame(frame, Path(output), fmt)
+    stdout.print(f"wrote {len(frame)} rows to {output}")
+
+
 def main() -> None:
     app()

@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# Debian packages: real Fashion-MNIST (the default workload's data, offline).
-APT_PACKAGES=(dataset-fashion-mnist)
+# Debian packages: real Fashion-MNIST (the default workload's data, offline) and the
+# PostgreSQL server the store's tests start on 127.0.0.1.
+APT_PACKAGES=(dataset-fashion-mnist postgresql)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

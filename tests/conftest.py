@@ -46,3 +46,81 @@ def train_steps(
             scheduler.step()
         losses.append(loss.item())
     return losses
+
+
+# ------------------------------------------------------------------------ databases
+import os  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import uuid  # noqa: E402
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_postgres(command: str) -> None:
+    subprocess.run(["su", "postgres", "-c", command], check=True, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server on 127.0.0.1 for the whole test session (or the server
+    named by KOALA_SWEEP_TEST_POSTGRES). CI sets KOALA_SWEEP_REQUIRE_POSTGRES so that a missing
+    server fails the run instead of skipping the PostgreSQL half of the store tests."""
+    given = os.environ.get("KOALA_SWEEP_TEST_POSTGRES")
+    if given:
+        yield given
+        return
+    if not (PG_BIN / "initdb").exists() or os.geteuid() != 0:
+        reason = "needs PostgreSQL 15 server binaries and root (initdb runs as user postgres)"
+        if os.environ.get("KOALA_SWEEP_REQUIRE_POSTGRES"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    # Not under pytest's tmp dirs: those are private to root, and the server runs as postgres.
+    base = Path(tempfile.mkdtemp(prefix="koala-sweep-pg-"))
+    shutil.chown(base, "postgres", "postgres")
+    data = base / "data"
+    port = _free_port()
+    _as_postgres(f"{PG_BIN}/initdb -D {data} -U postgres -A trust")
+    _as_postgres(
+        f"{PG_BIN}/pg_ctl -D {data} -l {base}/server.log -w -o "
+        f"'-p {port} -k {base} -c listen_addresses=127.0.0.1' start"
+    )
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+    finally:
+        _as_postgres(f"{PG_BIN}/pg_ctl -D {data} -m fast -w stop")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _admin(server_url: str, sql: str) -> None:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(f"{server_url}/postgres", isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(sql)
+    engine.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A fresh, empty database on the test server, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    _admin(postgres_server, f'CREATE DATABASE "{name}"')
+    yield f"{postgres_server}/{name}"
+    _admin(postgres_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """Every store test runs against both backends, each a real database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/store.db"
+    return request.getfixturevalue("postgres_url")
