@@ -16,14 +16,12 @@ def export_frame(store: Store, study: str, *, metrics: bool) -> pd.DataFrame:
     hyperparameter named as in the study file. With ``metrics``: one row per trial-epoch with
     every metric, plus the trial's state, seed and hyperparameters."""
     trials = store.trials(study)
+    bookkeeping = ["optuna_trial_number", "ray_trial_id", "started_at", "finished_at", "error"]
     if not metrics:
-        return trials.drop(columns=["optuna_trial_number", "ray_trial_id", "started_at",
-                                    "finished_at", "error"], errors="ignore")
-    per_epoch = store.metrics(study)
-    hp_cols = [c for c in trials.columns
-               if c not in ("study", "arm", "optimizer", "epochs", "value", "optuna_trial_number",
-                            "ray_trial_id", "started_at", "finished_at", "error")]
-    return per_epoch.merge(trials[hp_cols], on=["study", "trial"], how="left")
+        return trials.drop(columns=bookkeeping)
+    per_trial = trials.drop(columns=["study", "arm", "optimizer", "epochs", "value",
+                                     *bookkeeping])
+    return store.metrics(study).merge(per_trial, on="trial", how="left")
 
 
 def write_frame(frame: pd.DataFrame, path: Path, fmt: str) -> None:
