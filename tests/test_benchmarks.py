@@ -41,3 +41,18 @@ def test_workload_cost_benchmark_on_the_default_workload():
     report = json.loads(out.stdout)
     cost = report["workloads"]["fashion_mnist_cnn"]
     assert cost["epoch_seconds"] > 0 and cost["note"].startswith("real data")
+
+
+def test_store_benchmark_small(postgres_server):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "store.py"), "--trials", "60", "--epochs",
+         "5", "--postgres", f"{postgres_server}/postgres"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    for backend in ("sqlite", "postgresql"):
+        r = report["backends"][backend]
+        assert r["metric_rows_written"] == 2 * 60 * 5
+        assert r["frame_rows"] == [60, 300]
+        assert r["read_goal_met"] is True

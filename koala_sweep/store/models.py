@@ -138,4 +138,7 @@ class EpochMetrics(Base):
     koala_s_min: Mapped[float | None] = mapped_column(Float)
     koala_lambda_mean: Mapped[float | None] = mapped_column(Float)
     koala_r: Mapped[float | None] = mapped_column(Float)
-    extra: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # none_as_null: an epoch without extra metrics stores SQL NULL, not the JSON text 'null'.
+    extra: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+    )
