@@ -33,22 +33,54 @@ GOAL_READ_SECONDS = 2.0
 
 def _fill(store, study: str, trials: int, epochs: int, batch: int) -> float:
     w = store.writer
-    sid = w.create_study(study, f"name: {study}\n", workload="fashion_mnist_cnn",
-                         metric="val_loss", direction="minimize", package_versions={},
-                         device="cpu")
-    aids = [w.add_arm(sid, arm, optimizer=arm, search_space={}, budget=trials // 3 + 1,
-                      optuna_study_name=f"{study}/{arm}") for arm in ("koalapp", "adam", "sgd")]
+    sid = w.create_study(
+        study,
+        f"name: {study}\n",
+        workload="fashion_mnist_cnn",
+        metric="val_loss",
+        direction="minimize",
+        package_versions={},
+        device="cpu",
+    )
+    aids = [
+        w.add_arm(
+            sid,
+            arm,
+            optimizer=arm,
+            search_space={},
+            budget=trials // 3 + 1,
+            optuna_study_name=f"{study}/{arm}",
+        )
+        for arm in ("koalapp", "adam", "sgd")
+    ]
     t0 = time.perf_counter()
     pending: list[dict] = []
     for n in range(trials):
-        tid = w.start_trial(aids[n % 3], {"lr": 0.1 + n * 1e-5, "q": 0.01, "r": "adaptive"},
-                            seed=n % 3, optuna_trial_number=n // 3)
+        tid = w.start_trial(
+            aids[n % 3],
+            {"lr": 0.1 + n * 1e-5, "q": 0.01, "r": "adaptive"},
+            seed=n % 3,
+            optuna_trial_number=n // 3,
+        )
         for e in range(1, epochs + 1):
-            pending.append(epoch_row(tid, e, {
-                "train_loss": 1.0 / e, "val_loss": 1.2 / e, "val_accuracy": 0.5 + e / 200,
-                "epoch_seconds": 3.0, "step_seconds": 0.2, "samples_per_second": 3000.0,
-                "lr": 0.1, "koala_s_min": 0.3, "koala_lambda_mean": -0.05, "koala_r": 0.6,
-            }))
+            pending.append(
+                epoch_row(
+                    tid,
+                    e,
+                    {
+                        "train_loss": 1.0 / e,
+                        "val_loss": 1.2 / e,
+                        "val_accuracy": 0.5 + e / 200,
+                        "epoch_seconds": 3.0,
+                        "step_seconds": 0.2,
+                        "samples_per_second": 3000.0,
+                        "lr": 0.1,
+                        "koala_s_min": 0.3,
+                        "koala_lambda_mean": -0.05,
+                        "koala_r": 0.6,
+                    },
+                )
+            )
         if len(pending) >= batch:
             w.record_epochs(pending)
             pending = []
@@ -105,8 +137,10 @@ def throwaway_postgres():
         subprocess.run(["su", "postgres", "-c", cmd], check=True, capture_output=True)
 
     as_postgres(f"{PG_BIN}/initdb -D {base}/data -U postgres -A trust")
-    as_postgres(f"{PG_BIN}/pg_ctl -D {base}/data -l {base}/log -w -o "
-                f"'-p {port} -k {base} -c listen_addresses=127.0.0.1' start")
+    as_postgres(
+        f"{PG_BIN}/pg_ctl -D {base}/data -l {base}/log -w -o "
+        f"'-p {port} -k {base} -c listen_addresses=127.0.0.1' start"
+    )
     try:
         as_postgres(f"{PG_BIN}/createdb -h 127.0.0.1 -p {port} -U postgres bench")
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/bench"
@@ -133,25 +167,30 @@ def main(argv: list[str] | None = None) -> int:
         "backends": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
-        report["backends"]["sqlite"] = measure(f"sqlite:///{tmp}/bench.db", args.trials,
-                                               args.epochs, args.batch)
+        report["backends"]["sqlite"] = measure(
+            f"sqlite:///{tmp}/bench.db", args.trials, args.epochs, args.batch
+        )
     if not args.no_postgres:
         if args.postgres:
-            report["backends"]["postgresql"] = measure(args.postgres, args.trials, args.epochs,
-                                                       args.batch)
+            report["backends"]["postgresql"] = measure(
+                args.postgres, args.trials, args.epochs, args.batch
+            )
             report["postgres_url"] = mask_url(args.postgres)
         else:
             with throwaway_postgres() as url:
-                report["backends"]["postgresql"] = measure(url, args.trials, args.epochs,
-                                                           args.batch)
+                report["backends"]["postgresql"] = measure(
+                    url, args.trials, args.epochs, args.batch
+                )
     print(json.dumps(report, indent=2))
     for name, r in report["backends"].items():
-        print(f"{name}: wrote {r['metric_rows_written']:,} metric rows in {r['write_seconds']} s "
-              f"({r['rows_per_second_written']:,}/s); read the frames of {args.trials:,} trials "
-              f"x {args.epochs} epochs in {r['read_frames_seconds']} s (median of 3; first "
-              f"{r['read_frames_seconds_first']} s) "
-              f"(goal < {GOAL_READ_SECONDS} s: {'met' if r['read_goal_met'] else 'NOT met'})",
-              file=sys.stderr)
+        print(
+            f"{name}: wrote {r['metric_rows_written']:,} metric rows in {r['write_seconds']} s "
+            f"({r['rows_per_second_written']:,}/s); read the frames of {args.trials:,} trials "
+            f"x {args.epochs} epochs in {r['read_frames_seconds']} s (median of 3; first "
+            f"{r['read_frames_seconds_first']} s) "
+            f"(goal < {GOAL_READ_SECONDS} s: {'met' if r['read_goal_met'] else 'NOT met'})",
+            file=sys.stderr,
+        )
     return 0
 
 

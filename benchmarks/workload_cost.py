@@ -34,16 +34,22 @@ CIFAR_TRAIN_IMAGES = 50000
 def _stand_in_cifar(root: Path, classes: int, n: int) -> None:
     rng = np.random.default_rng(0)
     if classes == 10:
-        folder, train, test, key = "cifar-10-batches-py", [
-            f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"
+        folder, train, test, key = (
+            "cifar-10-batches-py",
+            [f"data_batch_{i}" for i in range(1, 6)],
+            ["test_batch"],
+            b"labels",
+        )
     else:
         folder, train, test, key = "cifar-100-python", ["train"], ["test"], b"fine_labels"
     base = root / folder
     base.mkdir(parents=True, exist_ok=True)
     for names, count in ((train, -(-n // len(train))), (test, 100)):
         for name in names:
-            batch = {b"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
-                     key: rng.integers(0, classes, count).tolist()}
+            batch = {
+                b"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
+                key: rng.integers(0, classes, count).tolist(),
+            }
             with open(base / name, "wb") as f:
                 pickle.dump(batch, f, protocol=2)
 
@@ -53,8 +59,11 @@ def _stand_in_wikitext(root: Path) -> None:
     vocab = np.array([f"w{i}" for i in range(WIKITEXT2_VOCAB - 2)])
     d = root / "wikitext-2"
     d.mkdir(parents=True, exist_ok=True)
-    for name, tokens in (("wiki.train.tokens", 400_000), ("wiki.valid.tokens", 60_000),
-                         ("wiki.test.tokens", 60_000)):
+    for name, tokens in (
+        ("wiki.train.tokens", 400_000),
+        ("wiki.valid.tokens", 60_000),
+        ("wiki.test.tokens", 60_000),
+    ):
         words = rng.choice(vocab, size=tokens)
         lines = [" ".join(words[i : i + 20]) for i in range(0, tokens, 20)]
         (d / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -69,11 +78,16 @@ def measure(name: str, device: str, scratch: Path, cifar_images: int) -> dict:
         root = scratch / f"cifar{classes}"
         if not root.exists():
             _stand_in_cifar(root, classes, cifar_images)
-        args = {"data_root": str(root), "train_size": cifar_images, "val_size": 100,
-                "download": False}
+        args = {
+            "data_root": str(root),
+            "train_size": cifar_images,
+            "val_size": 100,
+            "download": False,
+        }
         scale = CIFAR_TRAIN_IMAGES / cifar_images
-        note = (f"stand-in images in CIFAR format; {cifar_images} timed, scaled to "
-                f"{CIFAR_TRAIN_IMAGES}")
+        note = (
+            f"stand-in images in CIFAR format; {cifar_images} timed, scaled to {CIFAR_TRAIN_IMAGES}"
+        )
     elif name == "wikitext2_gpt":
         root = scratch / "wikitext"
         if not root.exists():
@@ -82,8 +96,9 @@ def measure(name: str, device: str, scratch: Path, cifar_images: int) -> dict:
         note = f"stand-in corpus with WikiText-2's vocabulary ({WIKITEXT2_VOCAB}); default steps"
     elif name == "shakespeare_char_gpt":
         args = {"val_batches": 1}
-    report = next(iter(run_trial(name, "adam", {}, epochs=1, seed=0, workload_args=args,
-                                 device=device)))
+    report = next(
+        iter(run_trial(name, "adam", {}, epochs=1, seed=0, workload_args=args, device=device))
+    )
     m = report.metrics
     return {
         "epoch_seconds": round(m["epoch_seconds"] * scale, 2),
@@ -111,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory() as scratch:
         for name in names:
-            report["workloads"][name] = measure(name, args.device, Path(scratch),
-                                                args.cifar_images)
+            report["workloads"][name] = measure(name, args.device, Path(scratch), args.cifar_images)
             r = report["workloads"][name]
             print(f"{name}: {r['epoch_seconds']:.1f} s per epoch ({r['note']})", file=sys.stderr)
     print(json.dumps(report, indent=2))

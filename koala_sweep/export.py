@@ -19,8 +19,7 @@ def export_frame(store: Store, study: str, *, metrics: bool) -> pd.DataFrame:
     bookkeeping = ["optuna_trial_number", "ray_trial_id", "started_at", "finished_at", "error"]
     if not metrics:
         return trials.drop(columns=bookkeeping)
-    per_trial = trials.drop(columns=["study", "arm", "optimizer", "epochs", "value",
-                                     *bookkeeping])
+    per_trial = trials.drop(columns=["study", "arm", "optimizer", "epochs", "value", *bookkeeping])
     return store.metrics(study).merge(per_trial, on="trial", how="left")
 
 

@@ -33,9 +33,16 @@ def test_optimizer_step_benchmark_quick():
 
 def test_workload_cost_benchmark_on_the_default_workload():
     out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "workload_cost.py"), "--only",
-         "fashion_mnist_cnn"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "workload_cost.py"),
+            "--only",
+            "fashion_mnist_cnn",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
@@ -43,11 +50,22 @@ def test_workload_cost_benchmark_on_the_default_workload():
     assert cost["epoch_seconds"] > 0 and cost["note"].startswith("real data")
 
 
-def test_store_benchmark_small(postgres_server):
+def test_store_benchmark_small(postgres_url):
     out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "store.py"), "--trials", "60", "--epochs",
-         "5", "--postgres", f"{postgres_server}/postgres"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "store.py"),
+            "--trials",
+            "60",
+            "--epochs",
+            "5",
+            "--postgres",
+            postgres_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)

@@ -37,13 +37,15 @@ def test_export_every_format(store_url, tmp_path, fmt):
     assert len(trials) == 4
 
     path = tmp_path / f"metrics.{fmt}"
-    out = _run("export", "demo", "--metrics", "--format", fmt, "-o", str(path),
-               "--storage", store_url)
+    out = _run(
+        "export", "demo", "--metrics", "--format", fmt, "-o", str(path), "--storage", store_url
+    )
     assert out.returncode == 0, out.stderr
     per_epoch = _read(path, fmt)
     assert len(per_epoch) == 4 * 3
     assert {"trial", "epoch", "train_loss", "val_loss", "val_accuracy", "state", "q"} <= set(
-        per_epoch.columns)
+        per_epoch.columns
+    )
 
 
 def test_export_unknown_study_and_bad_format(store_url, tmp_path):
@@ -52,8 +54,9 @@ def test_export_unknown_study_and_bad_format(store_url, tmp_path):
     store.dispose()
     out = _run("export", "beta", "-o", str(tmp_path / "x.csv"), "--storage", store_url)
     assert out.returncode == 2 and "no study named 'beta'" in out.stderr and "alpha" in out.stderr
-    out = _run("export", "alpha", "--format", "xlsx", "-o", str(tmp_path / "x"),
-               "--storage", store_url)
+    out = _run(
+        "export", "alpha", "--format", "xlsx", "-o", str(tmp_path / "x"), "--storage", store_url
+    )
     assert out.returncode == 2 and "--format" in out.stderr
     assert not (tmp_path / "x.csv").exists()
 

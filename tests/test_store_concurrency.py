@@ -17,11 +17,23 @@ TRIALS, EPOCHS = 150, 20  # 3,000 epoch rows, each epoch its own transaction
 def _writer(url: str, ready, done) -> None:
     store = open_store(url)
     w = store.writer
-    sid = w.create_study("busy", "name: busy\n", workload="fashion_mnist_cnn",
-                         metric="val_loss", direction="minimize", package_versions={},
-                         device="cpu")
-    aid = w.add_arm(sid, "koalapp", optimizer="koalapp", search_space={}, budget=TRIALS,
-                    optuna_study_name="busy/koalapp")
+    sid = w.create_study(
+        "busy",
+        "name: busy\n",
+        workload="fashion_mnist_cnn",
+        metric="val_loss",
+        direction="minimize",
+        package_versions={},
+        device="cpu",
+    )
+    aid = w.add_arm(
+        sid,
+        "koalapp",
+        optimizer="koalapp",
+        search_space={},
+        budget=TRIALS,
+        optuna_study_name="busy/koalapp",
+    )
     ready.set()
     for n in range(TRIALS):
         tid = w.start_trial(aid, {"q": 0.001 * (n + 1)}, seed=0, optuna_trial_number=n)

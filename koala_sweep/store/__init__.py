@@ -6,7 +6,7 @@ gives the writer, the readers and Optuna's storage on the same database.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 from sqlalchemy import Engine
@@ -27,8 +27,11 @@ class StoreError(RuntimeError):
 
 @dataclass
 class Store:
-    url: str
-    engine: Engine
+    url: str = field(repr=False)  # may hold a password: never printed, see masked_url
+    engine: Engine = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"Store({self.masked_url})"
 
     @property
     def masked_url(self) -> str:

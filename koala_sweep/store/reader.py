@@ -30,8 +30,13 @@ def studies_frame(engine: Engine) -> pd.DataFrame:
     """One row per study, with its trial counts by state."""
     query = (
         select(
-            Study.name.label("study"), Study.workload, Study.metric, Study.direction,
-            Study.created_at, Study.device, Study.ray_dashboard_url,
+            Study.name.label("study"),
+            Study.workload,
+            Study.metric,
+            Study.direction,
+            Study.created_at,
+            Study.device,
+            Study.ray_dashboard_url,
             func.count(Trial.id).label("trials"),
         )
         .select_from(Study)
@@ -42,10 +47,19 @@ def studies_frame(engine: Engine) -> pd.DataFrame:
     )
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-    return pd.DataFrame(rows, columns=[
-        "study", "workload", "metric", "direction", "created_at", "device",
-        "ray_dashboard_url", "trials",
-    ])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "study",
+            "workload",
+            "metric",
+            "direction",
+            "created_at",
+            "device",
+            "ray_dashboard_url",
+            "trials",
+        ],
+    )
 
 
 def study_names(engine: Engine) -> list[str]:
@@ -74,9 +88,19 @@ def trials_frame(engine: Engine, study: str) -> pd.DataFrame:
     sid = _study_id(engine, study)
     query = (
         select(
-            Arm.name, Arm.optimizer, Trial.id, Trial.state, Trial.seed, Trial.epochs,
-            Trial.value, Trial.params, Trial.optuna_trial_number, Trial.ray_trial_id,
-            Trial.started_at, Trial.finished_at, Trial.error,
+            Arm.name,
+            Arm.optimizer,
+            Trial.id,
+            Trial.state,
+            Trial.seed,
+            Trial.epochs,
+            Trial.value,
+            Trial.params,
+            Trial.optuna_trial_number,
+            Trial.ray_trial_id,
+            Trial.started_at,
+            Trial.finished_at,
+            Trial.error,
         )
         .join(Arm, Trial.arm_id == Arm.id)
         .where(Arm.study_id == sid)
@@ -84,10 +108,24 @@ def trials_frame(engine: Engine, study: str) -> pd.DataFrame:
     )
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-    base = pd.DataFrame(rows, columns=[
-        "arm", "optimizer", "trial", "state", "seed", "epochs", "value", "params",
-        "optuna_trial_number", "ray_trial_id", "started_at", "finished_at", "error",
-    ])
+    base = pd.DataFrame(
+        rows,
+        columns=[
+            "arm",
+            "optimizer",
+            "trial",
+            "state",
+            "seed",
+            "epochs",
+            "value",
+            "params",
+            "optuna_trial_number",
+            "ray_trial_id",
+            "started_at",
+            "finished_at",
+            "error",
+        ],
+    )
     base.insert(0, "study", study)
     params = pd.DataFrame.from_records(
         [p if isinstance(p, dict) else json.loads(p) for p in base.pop("params")],
@@ -127,9 +165,7 @@ def metrics_frame(engine: Engine, study: str) -> pd.DataFrame:
     ``extra`` JSON is read separately, only where it holds something.
     """
     sid = _study_id(engine, study)
-    study_trials = (
-        select(Trial.id).join(Arm, Trial.arm_id == Arm.id).where(Arm.study_id == sid)
-    )
+    study_trials = select(Trial.id).join(Arm, Trial.arm_id == Arm.id).where(Arm.study_id == sid)
     arms_query = (
         select(Trial.id, Arm.name, Arm.optimizer)
         .join(Arm, Trial.arm_id == Arm.id)
@@ -166,7 +202,9 @@ def metrics_frame(engine: Engine, study: str) -> pd.DataFrame:
     frame.insert(0, "study", study)
     extra_rows = [r for r in extra_rows if r[2]]
     if extra_rows:
-        position = {(t, e): i for i, (t, e) in enumerate(zip(trial_ids, frame["epoch"]))}
+        position = {
+            (t, e): i for i, (t, e) in enumerate(zip(trial_ids, frame["epoch"], strict=False))
+        }
         index = [position[(t, e)] for t, e, _ in extra_rows]
         decoded = pd.DataFrame.from_records(
             [x if isinstance(x, dict) else json.loads(x) for _, _, x in extra_rows], index=index

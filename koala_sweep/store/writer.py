@@ -80,9 +80,15 @@ class StoreWriter:
                     )
                 return existing.id
             study = Study(
-                name=name, spec_yaml=spec_yaml, spec_hash=digest, workload=workload,
-                metric=metric, direction=direction, created_at=_now(),
-                package_versions=dict(package_versions), device=device,
+                name=name,
+                spec_yaml=spec_yaml,
+                spec_hash=digest,
+                workload=workload,
+                metric=metric,
+                direction=direction,
+                created_at=_now(),
+                package_versions=dict(package_versions),
+                device=device,
                 ray_dashboard_url=ray_dashboard_url,
             )
             session.add(study)
@@ -104,14 +110,15 @@ class StoreWriter:
         optuna_study_name: str,
     ) -> int:
         with Session(self.engine) as session, session.begin():
-            existing = session.scalar(
-                select(Arm).where(Arm.study_id == study_id, Arm.name == name)
-            )
+            existing = session.scalar(select(Arm).where(Arm.study_id == study_id, Arm.name == name))
             if existing is not None:
                 return existing.id
             arm = Arm(
-                study_id=study_id, name=name, optimizer=optimizer,
-                search_space=dict(search_space), budget=budget,
+                study_id=study_id,
+                name=name,
+                optimizer=optimizer,
+                search_space=dict(search_space),
+                budget=budget,
                 optuna_study_name=optuna_study_name,
             )
             session.add(arm)
@@ -130,8 +137,13 @@ class StoreWriter:
         with self.engine.begin() as conn:
             result = conn.execute(
                 insert(Trial).values(
-                    arm_id=arm_id, params=dict(params), seed=seed, state="RUNNING", epochs=0,
-                    optuna_trial_number=optuna_trial_number, ray_trial_id=ray_trial_id,
+                    arm_id=arm_id,
+                    params=dict(params),
+                    seed=seed,
+                    state="RUNNING",
+                    epochs=0,
+                    optuna_trial_number=optuna_trial_number,
+                    ray_trial_id=ray_trial_id,
                     started_at=_now(),
                 )
             )
@@ -155,12 +167,19 @@ class StoreWriter:
         error: str | None = None,
     ) -> None:
         if state not in TRIAL_STATES or state == "RUNNING":
-            raise ValueError(f"a finished trial's state is one of COMPLETE, PRUNED, FAILED, "
-                             f"DIVERGED, got {state!r}")
+            raise ValueError(
+                f"a finished trial's state is one of COMPLETE, PRUNED, FAILED, "
+                f"DIVERGED, got {state!r}"
+            )
         with self.engine.begin() as conn:
             conn.execute(
-                update(Trial).where(Trial.id == trial_id).values(
-                    state=state, value=_finite_or_none(value), epochs=epochs, error=error,
+                update(Trial)
+                .where(Trial.id == trial_id)
+                .values(
+                    state=state,
+                    value=_finite_or_none(value),
+                    epochs=epochs,
+                    error=error,
                     finished_at=_now(),
                 )
             )

@@ -16,8 +16,17 @@ depends_on = None
 
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 METRICS = (
-    "train_loss", "val_loss", "val_accuracy", "val_perplexity", "epoch_seconds", "step_seconds",
-    "samples_per_second", "lr", "koala_s_min", "koala_lambda_mean", "koala_r",
+    "train_loss",
+    "val_loss",
+    "val_accuracy",
+    "val_perplexity",
+    "epoch_seconds",
+    "step_seconds",
+    "samples_per_second",
+    "lr",
+    "koala_s_min",
+    "koala_lambda_mean",
+    "koala_r",
 )
 
 
@@ -39,8 +48,12 @@ def upgrade() -> None:
     op.create_table(
         "koala_arm",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("study_id", sa.Integer, sa.ForeignKey("koala_study.id", ondelete="CASCADE"),
-                  nullable=False),
+        sa.Column(
+            "study_id",
+            sa.Integer,
+            sa.ForeignKey("koala_study.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
         sa.Column("name", sa.String(100), nullable=False),
         sa.Column("optimizer", sa.String(50), nullable=False),
         sa.Column("search_space", JSONType, nullable=False),
@@ -51,8 +64,9 @@ def upgrade() -> None:
     op.create_table(
         "koala_trial",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("arm_id", sa.Integer, sa.ForeignKey("koala_arm.id", ondelete="CASCADE"),
-                  nullable=False),
+        sa.Column(
+            "arm_id", sa.Integer, sa.ForeignKey("koala_arm.id", ondelete="CASCADE"), nullable=False
+        ),
         sa.Column("optuna_trial_number", sa.Integer),
         sa.Column("ray_trial_id", sa.String(100)),
         sa.Column("params", JSONType, nullable=False),
@@ -71,8 +85,12 @@ def upgrade() -> None:
     op.create_index("koala_trial_arm", "koala_trial", ["arm_id"])
     op.create_table(
         "koala_epoch",
-        sa.Column("trial_id", sa.Integer, sa.ForeignKey("koala_trial.id", ondelete="CASCADE"),
-                  primary_key=True),
+        sa.Column(
+            "trial_id",
+            sa.Integer,
+            sa.ForeignKey("koala_trial.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
         sa.Column("epoch", sa.Integer, primary_key=True),
         *(sa.Column(name, sa.Float) for name in METRICS),
         sa.Column("extra", JSONType),
