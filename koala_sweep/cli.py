@@ -160,5 +160,85 @@ def export(
     stdout.print(f"wrote {len(frame)} rows to {output}")
 
 
+@app.command()
+def launch(
+    study_file: str = typer.Argument(..., help="a study file, e.g. studies/q_r.yaml"),
+    storage: str = typer.Option(None, help=STORAGE_HELP),
+    address: str = typer.Option(
+        None, help="an existing Ray cluster: auto or HOST:PORT (default: a local Ray)"
+    ),
+) -> None:
+    """Run a study (or resume it: the same command again continues where it stopped)."""
+    from .console import error, stdout
+    from .spec import SpecError
+    from .store import SchemaError, StoreConflict, StoreError, StoreURLError
+
+    try:
+        from .tune.launcher import launch as run_launch
+
+        result = run_launch(study_file, storage=storage, address=address, console=stdout)
+    except (SpecError, StoreConflict, SchemaError, StoreError, StoreURLError) as err:
+        error(str(err))
+        raise typer.Exit(2) from None
+    stdout.print(f"\nResults are in {result.storage} (study {result.study}). See them with:")
+    stdout.print(f"  koala-sweep status {result.study}" + _storage_flag(storage))
+    stdout.print(f"  koala-sweep export {result.study} -o {result.study}.csv"
+                 + _storage_flag(storage))
+    _print_status(result.study, storage)
+
+
+def _storage_flag(storage: str | None) -> str:
+    return f" --storage '{storage}'" if storage else ""
+
+
+def _print_status(study: str, storage: str | None) -> None:
+    from rich.table import Table
+
+    from .console import stdout
+    from .store import open_store
+    from .summary import STATES, arm_summary, format_params
+
+    store = open_store(storage, create=False)
+    record = store.study(study)
+    summary = arm_summary(store.trials(study), record["direction"])
+    store.dispose()
+    table = Table(title=f"{study}: {record['workload']}, best {record['metric']} "
+                        f"({record['direction']})")
+    for col in ("arm", "optimizer", *(s.lower() for s in STATES), "best", "configuration"):
+        table.add_column(col)
+    for _, row in summary.iterrows():
+        table.add_row(
+            row["arm"], row["optimizer"], *(str(row[s.lower()]) for s in STATES),
+            "-" if row["best_value"] != row["best_value"] else f"{row['best_value']:.4g}",
+            format_params(row["best_params"]),
+        )
+    stdout.print(table)
+
+
+@app.command()
+def status(
+    study: str = typer.Argument(None, help="a study's name (default: list the studies)"),
+    storage: str = typer.Option(None, help=STORAGE_HELP),
+) -> None:
+    """Per arm: trial counts by state and the best configuration (or list the studies)."""
+    from .console import error, stdout
+    from .store import SchemaError, StoreError, StoreURLError, UnknownStudy, open_store
+
+    try:
+        if study is None:
+            store = open_store(storage, create=False)
+            frame = store.studies()
+            store.dispose()
+            if frame.empty:
+                stdout.print("no studies in the store")
+            for _, row in frame.iterrows():
+                stdout.print(f"{row['study']}: {row['workload']}, {row['trials']} trials")
+            return
+        _print_status(study, storage)
+    except (UnknownStudy, SchemaError, StoreError, StoreURLError) as err:
+        error(str(err.args[0] if isinstance(err, UnknownStudy) else err))
+        raise typer.Exit(2) from None
+
+
 def main() -> None:
     app()

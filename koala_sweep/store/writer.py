@@ -157,6 +157,17 @@ class StoreWriter:
                 conn.execute(insert(EpochMetrics), batch)
         return len(batch)
 
+    def fail_running_trials(self, arm_id: int, message: str) -> int:
+        """Mark the arm's RUNNING trials FAILED with ``message`` (a launcher died); returns how
+        many there were."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(Trial)
+                .where(Trial.arm_id == arm_id, Trial.state == "RUNNING")
+                .values(state="FAILED", error=message, finished_at=_now())
+            )
+            return int(result.rowcount or 0)
+
     def finish_trial(
         self,
         trial_id: int,

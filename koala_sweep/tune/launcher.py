@@ -1,0 +1,205 @@
+"""`koala-sweep launch`: a study file becomes Optuna studies (one per arm) whose trials Ray Tune
+runs, with everything written to the store by this process alone.
+
+Resuming is running the same command again: configurations that finished are kept (once),
+trials a dead launcher left RUNNING are marked FAILED (interrupted) in the store and in Optuna
+and their budget is run again, so each arm ends with exactly its budget of finished
+configurations.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from ..environment import describe_devices, package_versions
+from ..spec import SpecError, StudySpec, build_pruner, build_sampler, load_spec
+from ..store import Store, open_store
+from .optuna_wiring import (
+    INTERRUPTED,
+    ArmSearcher,
+    OptunaPruningScheduler,
+    finished_configurations,
+)
+from .store_callback import ArmProgress, StoreCallback
+
+INTERRUPTED_MESSAGE = "interrupted: the launcher stopped before this trial finished"
+
+
+@dataclass
+class LaunchResult:
+    study: str
+    storage: str
+    ray_dashboard_url: str | None
+
+
+def _check_resources(spec: StudySpec, path: str, text: str, address: str | None) -> None:
+    import torch
+
+    if spec.resources.gpu > 0 and address is None and not torch.cuda.is_available():
+        line = next((i + 1 for i, ln in enumerate(text.splitlines()) if "gpu" in ln), None)
+        raise SpecError(path, line, "resources.gpu",
+                        f"{spec.resources.gpu} GPU per trial asked for, but this machine has no "
+                        "CUDA device and no Ray cluster was given (--address)")
+
+
+def _start_ray(address: str | None, console: Console) -> str | None:
+    import ray
+
+    if ray.is_initialized():
+        return None
+    if address is None:
+        # A local Ray on this machine only: every service on 127.0.0.1.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        context = ray.init(
+            include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
+            log_to_driver=False, configure_logging=False,
+        )
+    else:
+        context = ray.init(address=address, log_to_driver=False, configure_logging=False)
+    url = context.dashboard_url
+    if url and not url.startswith("http"):
+        url = f"http://{url}"
+    console.print(f"Ray dashboard: {url or 'not available'}")
+    return url
+
+
+def _mark_interrupted(store: Store, arm_id: int, study: optuna.Study) -> int:
+    """Trials a dead launcher left running end as FAILED (interrupted), in the store and in
+    Optuna; the study remembers their numbers so that they do not count against the budget."""
+    marked = store.writer.fail_running_trials(arm_id, INTERRUPTED_MESSAGE)
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+    if stale:
+        numbers = list(study.user_attrs.get(INTERRUPTED, []))
+        for t in stale:
+            study.tell(t.number, state=TrialState.FAIL)
+            numbers.append(t.number)
+        study.set_user_attr(INTERRUPTED, numbers)
+    return marked
+
+
+def _progress_table(spec: StudySpec, arms: dict[str, ArmProgress], started: float) -> Table:
+    table = Table(title=f"study {spec.name}: {spec.workload}, {spec.metric} ({spec.direction})")
+    for col in ("arm", "done / budget", "pruned", "diverged", "failed", "running", "best"):
+        table.add_column(col, justify="right" if col != "arm" else "left")
+    remaining = 0
+    durations: list[float] = []
+    for p in arms.values():
+        remaining += max(p.budget - p.finished, 0)
+        durations += p.durations
+        table.add_row(
+            p.name, f"{p.finished} / {p.budget}", str(p.pruned), str(p.diverged), str(p.failed),
+            str(p.running), "-" if p.best is None else f"{p.best:.4g}",
+        )
+    elapsed = time.monotonic() - started
+    if durations:
+        mean = sum(durations) / len(durations)
+        left = remaining * mean / max(spec.max_concurrent_trials, 1)
+        table.caption = f"elapsed {elapsed:.0f} s, about {left:.0f} s left"
+    else:
+        table.caption = f"elapsed {elapsed:.0f} s"
+    return table
+
+
+def launch(
+    path: str, *, storage: str | None = None, address: str | None = None,
+    console: Console | None = None, live: bool = True,
+) -> LaunchResult:
+    """Run (or resume) the study in ``path``. Bad input raises SpecError or StoreConflict
+    before anything is written."""
+    from ray import tune
+
+    from .trainable import train_configuration
+
+    console = console or Console()
+    spec, text = load_spec(path)
+    _check_resources(spec, path, text, address)
+    store = open_store(storage)
+    writer = store.writer
+    study_id = writer.create_study(
+        spec.name, text, workload=spec.workload, metric=spec.metric, direction=spec.direction,
+        package_versions=package_versions(), device=describe_devices(),
+    )
+    console.print(f"study {spec.name} in {store.masked_url}")
+    dashboard = _start_ray(address, console)
+    if dashboard:
+        writer.set_ray_dashboard_url(study_id, dashboard)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna_storage = store.optuna_storage()
+    arms: dict[str, ArmProgress] = {}
+    plans = []
+    for name, arm in spec.arms.items():
+        optuna_name = f"{spec.name}/{name}"
+        arm_id = writer.add_arm(study_id, name, optimizer=arm.optimizer,
+                                search_space=_jsonable(arm.params), budget=arm.budget,
+                                optuna_study_name=optuna_name)
+        study = optuna.create_study(
+            study_name=optuna_name, storage=optuna_storage, direction=spec.direction,
+            sampler=build_sampler(spec), pruner=build_pruner(spec), load_if_exists=True,
+        )
+        interrupted = _mark_interrupted(store, arm_id, study)
+        done = finished_configurations(study)
+        if interrupted:
+            console.print(f"arm {name}: {interrupted} interrupted trial(s) marked FAILED; "
+                          "their budget runs again")
+        arms[name] = ArmProgress(name, arm.budget, done_before=done)
+        plans.append((name, arm, arm_id, study, arm.budget - done))
+
+    started = time.monotonic()
+    ray_dir = Path("runs") / "ray"
+    with Live(_progress_table(spec, arms, started), console=console, refresh_per_second=2,
+              transient=False, auto_refresh=live) as view:
+        def refresh() -> None:
+            view.update(_progress_table(spec, arms, started))
+
+        for name, arm, arm_id, study, remaining in plans:
+            if remaining <= 0:
+                continue
+            base = {
+                "workload": spec.workload, "workload_args": dict(spec.workload_args),
+                "optimizer": arm.optimizer, "epochs": spec.epochs, "seeds": list(spec.seeds),
+                "metric": spec.metric, "cpus": spec.resources.cpu, "gpus": spec.resources.gpu,
+            }
+            interrupted = set(study.user_attrs.get(INTERRUPTED, []))
+            done_points = {tuple(sorted(t.params.items())) for t in study.get_trials(
+                deepcopy=False) if t.number not in interrupted}
+            grid = [p for p in arm.grid_points()
+                    if tuple(sorted(p.items())) not in done_points] if arm.has_grid else None
+            searcher = ArmSearcher(study, arm, remaining=remaining, base_config=base,
+                                   grid_points=grid, mode=spec.direction[:3])
+            callback = StoreCallback(writer, arm_id, arms[name], metric=spec.metric,
+                                     direction=spec.direction, on_change=refresh)
+            callback.searcher = searcher
+            tuner = tune.Tuner(
+                tune.with_resources(train_configuration,
+                                    {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}),
+                tune_config=tune.TuneConfig(
+                    search_alg=searcher, scheduler=OptunaPruningScheduler(searcher),
+                    num_samples=-1, max_concurrent_trials=spec.max_concurrent_trials,
+                ),
+                run_config=tune.RunConfig(
+                    name=f"{spec.name}-{name}", storage_path=str(ray_dir.resolve()),
+                    callbacks=[callback], verbose=0,
+                    failure_config=tune.FailureConfig(max_failures=spec.retries),
+                ),
+            )
+            tuner.fit()
+            refresh()
+    store.dispose()
+    return LaunchResult(spec.name, store.masked_url, dashboard)
+
+
+def _jsonable(params: dict) -> dict:
+    from ..spec import Distribution
+
+    return {k: ({v.kind: list(v.values)} if isinstance(v, Distribution) else v)
+            for k, v in params.items()}
