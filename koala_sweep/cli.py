@@ -202,17 +202,18 @@ def _print_status(study: str, storage: str | None) -> None:
     record = store.study(study)
     summary = arm_summary(store.trials(study), record["direction"])
     store.dispose()
-    table = Table(title=f"{study}: {record['workload']}, best {record['metric']} "
+    table = Table(title=f"{study}: {record['workload']}, {record['metric']} "
                         f"({record['direction']})")
-    for col in ("arm", "optimizer", *(s.lower() for s in STATES), "best", "configuration"):
+    for col in ("arm", "optimizer", *(s.lower() for s in STATES), "best"):
         table.add_column(col)
     for _, row in summary.iterrows():
-        table.add_row(
-            row["arm"], row["optimizer"], *(str(row[s.lower()]) for s in STATES),
-            "-" if row["best_value"] != row["best_value"] else f"{row['best_value']:.4g}",
-            format_params(row["best_params"]),
-        )
+        best = row["best_value"]
+        table.add_row(row["arm"], row["optimizer"], *(str(row[s.lower()]) for s in STATES),
+                      "-" if best != best else f"{best:.4g}")
     stdout.print(table)
+    for _, row in summary.iterrows():
+        if row["best_params"]:
+            stdout.print(f"best {row['arm']}: {format_params(row['best_params'])}")
 
 
 @app.command()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Any
 
 from rich.console import Console
 
-stdout = Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+# Output piped to a file or a test gets a readable width instead of rich's 80-column default.
+_WIDTH = None if sys.stdout.isatty() else 120
+stdout = Console(highlight=False, soft_wrap=True, width=_WIDTH)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH)
 
 
 def error(message: str) -> None:

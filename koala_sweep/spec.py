@@ -227,7 +227,9 @@ def load_spec(path: str | Path, *, text: str | None = None) -> tuple[StudySpec, 
     try:
         spec = StudySpec.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
+        # A misspelt key also makes the right one "missing": name the misspelling first.
+        errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        first = errors[0]
         loc = tuple(str(p) for p in first["loc"])
         message = first["msg"].removeprefix("Value error, ")
         if message.startswith("@"):  # a params entry: "@key@message"

@@ -154,6 +154,9 @@ def launch(
         arms[name] = ArmProgress(name, arm.budget, done_before=done)
         plans.append((name, arm, arm_id, study, arm.budget - done))
 
+    # Tune's own console output (experiment boxes, result tables) would bury the live view:
+    # its classic reporter with verbose=0 prints nothing.
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     started = time.monotonic()
     ray_dir = Path("runs") / "ray"
     with Live(_progress_table(spec, arms, started), console=console, refresh_per_second=2,

@@ -97,6 +97,12 @@ class ArmSearcher(Searcher):
         state["optuna_trials"] = {}
         return state
 
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: the arm's state is its Optuna study in the store's database."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore (see :meth:`save`)."""
+
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if self.remaining <= 0:
             return Searcher.FINISHED
