@@ -173,6 +173,11 @@ def launch(
     from .spec import SpecError
     from .store import SchemaError, StoreConflict, StoreError, StoreURLError
 
+    if address is None:
+        import os
+
+        # Before Ray is imported: a local Ray then binds 127.0.0.1 only.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         from .tune.launcher import launch as run_launch
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os as _os
+
+# Before any test module imports Ray: the test session's local Ray binds 127.0.0.1 only.
+_os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 from pathlib import Path
 
 import pytest
@@ -124,3 +129,17 @@ def store_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/store.db"
     return request.getfixturevalue("postgres_url")
+
+
+# ------------------------------------------------------------------------------ Ray
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole test session (starting Ray takes about 5 s)."""
+    import ray
+
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+    yield
+    ray.shutdown()

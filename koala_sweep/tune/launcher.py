@@ -32,6 +32,9 @@ from .optuna_wiring import (
 from .store_callback import ArmProgress, StoreCallback
 
 INTERRUPTED_MESSAGE = "interrupted: the launcher stopped before this trial finished"
+# Read by Ray when it is imported: with it, a local Ray uses the loopback address for every
+# service instead of the machine's external one.
+LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 @dataclass
@@ -57,11 +60,12 @@ def _start_ray(address: str | None, console: Console) -> str | None:
     if ray.is_initialized():
         return None
     if address is None:
-        # A local Ray on this machine only: every service on 127.0.0.1.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        # A local Ray on this machine only. Every service binds 127.0.0.1 only when Ray was
+        # imported with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (see LOCAL_RAY_ENV), which the
+        # command line sets before it imports this module.
         context = ray.init(
-            include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
-            log_to_driver=False, configure_logging=False,
+            include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False,
+            configure_logging=False,
         )
     else:
         context = ray.init(address=address, log_to_driver=False, configure_logging=False)
