@@ -173,10 +173,11 @@ def launch(
     from .spec import SpecError
     from .store import SchemaError, StoreConflict, StoreError, StoreURLError
 
-    if address is None:
+    if address is None or address.split(":")[0] in ("127.0.0.1", "localhost"):
         import os
 
-        # Before Ray is imported: a local Ray then binds 127.0.0.1 only.
+        # Before Ray is imported: a local Ray (or a cluster on this machine's loopback) is
+        # then reached on 127.0.0.1 instead of the machine's external address.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         from .tune.launcher import launch as run_launch
@@ -187,8 +188,9 @@ def launch(
         raise typer.Exit(2) from None
     stdout.print(f"\nResults are in {result.storage} (study {result.study}). See them with:")
     stdout.print(f"  koala-sweep status {result.study}" + _storage_flag(storage))
-    stdout.print(f"  koala-sweep export {result.study} -o {result.study}.csv"
-                 + _storage_flag(storage))
+    stdout.print(
+        f"  koala-sweep export {result.study} -o {result.study}.csv" + _storage_flag(storage)
+    )
     _print_status(result.study, storage)
 
 
@@ -207,14 +209,19 @@ def _print_status(study: str, storage: str | None) -> None:
     record = store.study(study)
     summary = arm_summary(store.trials(study), record["direction"])
     store.dispose()
-    table = Table(title=f"{study}: {record['workload']}, {record['metric']} "
-                        f"({record['direction']})")
+    table = Table(
+        title=f"{study}: {record['workload']}, {record['metric']} ({record['direction']})"
+    )
     for col in ("arm", "optimizer", *(s.lower() for s in STATES), "best"):
         table.add_column(col)
     for _, row in summary.iterrows():
         best = row["best_value"]
-        table.add_row(row["arm"], row["optimizer"], *(str(row[s.lower()]) for s in STATES),
-                      "-" if best != best else f"{best:.4g}")
+        table.add_row(
+            row["arm"],
+            row["optimizer"],
+            *(str(row[s.lower()]) for s in STATES),
+            "-" if best != best else f"{best:.4g}",
+        )
     stdout.print(table)
     for _, row in summary.iterrows():
         if row["best_params"]:

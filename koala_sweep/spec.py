@@ -124,11 +124,16 @@ class ArmSpec(_Strict):
         return out
 
     def grid_points(self) -> list[dict[str, Any]]:
-        grids = {k: d.values for k, d in self.params.items()
-                 if isinstance(d, Distribution) and d.kind == "grid"}
+        grids = {
+            k: d.values
+            for k, d in self.params.items()
+            if isinstance(d, Distribution) and d.kind == "grid"
+        }
         keys = sorted(grids)
-        return [dict(zip(keys, combo, strict=True))
-                for combo in itertools.product(*(grids[k] for k in keys))]
+        return [
+            dict(zip(keys, combo, strict=True))
+            for combo in itertools.product(*(grids[k] for k in keys))
+        ]
 
     @property
     def has_grid(self) -> bool:
@@ -215,8 +220,9 @@ def load_spec(path: str | Path, *, text: str | None = None) -> tuple[StudySpec, 
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         problem = getattr(err, "problem", None) or str(err)
-        raise SpecError(file, mark.line + 1 if mark else None, "",
-                        f"not valid YAML: {problem}") from None
+        raise SpecError(
+            file, mark.line + 1 if mark else None, "", f"not valid YAML: {problem}"
+        ) from None
     if not isinstance(data, dict):
         raise SpecError(file, 1, "", "a study file is a mapping (name:, workload:, arms:, ...)")
     lines = _line_index(text)
@@ -261,8 +267,10 @@ def _check_semantics(spec: StudySpec, fail) -> None:
 
     workload = WORKLOADS.get(spec.workload)
     if workload is None:
-        raise fail(("workload",), f"unknown workload {spec.workload!r}; choose one of "
-                   f"{', '.join(WORKLOADS)}")
+        raise fail(
+            ("workload",),
+            f"unknown workload {spec.workload!r}; choose one of {', '.join(WORKLOADS)}",
+        )
     try:
         workload.parse_args(spec.workload_args)
     except WorkloadError as err:
@@ -272,8 +280,11 @@ def _check_semantics(spec: StudySpec, fail) -> None:
     except WorkloadError as err:
         raise fail(("metric",), str(err)) from None
     if metric.direction != spec.direction:
-        raise fail(("direction",), f"{spec.metric} is to {metric.direction} ({metric.description})"
-                   f"; direction {spec.direction} would select the worst configurations")
+        raise fail(
+            ("direction",),
+            f"{spec.metric} is to {metric.direction} ({metric.description})"
+            f"; direction {spec.direction} would select the worst configurations",
+        )
 
     if spec.sampler.name == "grid" and not any(a.has_grid for a in spec.arms.values()):
         raise fail(("sampler", "name"), "sampler grid needs {grid: [...]} values in the arms")
@@ -294,14 +305,18 @@ def _check_semantics(spec: StudySpec, fail) -> None:
         if not arm.has_grid and spec.sampler.name == "grid":
             raise fail((*base, "params"), "sampler grid: every arm needs {grid: [...]} values")
         if arm.has_grid and arm.trials is not None and arm.trials != arm.budget:
-            raise fail((*base, "trials"), f"the grid has {arm.budget} points; trials must be "
-                       f"{arm.budget} or left out")
+            raise fail(
+                (*base, "trials"),
+                f"the grid has {arm.budget} points; trials must be {arm.budget} or left out",
+            )
         if not arm.has_grid and arm.trials is None:
             raise fail((*base, "trials"), "required key is missing (the arm's budget)")
         for key, value in arm.params.items():
             if key not in known:
-                raise fail((*base, "params", key), f"not a hyperparameter of {arm.optimizer} "
-                           f"(known: {', '.join(known)})")
+                raise fail(
+                    (*base, "params", key),
+                    f"not a hyperparameter of {arm.optimizer} (known: {', '.join(known)})",
+                )
         # Every constant, bound and choice must be a value the optimizer accepts.
         constants = {k: v for k, v in arm.params.items() if not isinstance(v, Distribution)}
         probes = [constants]

@@ -73,3 +73,18 @@ def test_password_is_masked_in_command_errors():
     out = _run("db", "upgrade", "--storage", "postgresql+psycopg://bob:pa55word@127.0.0.1:1/x")
     assert out.returncode == 2
     assert "pa55word" not in out.stdout + out.stderr and "bob:***@" in out.stderr
+
+
+def test_status_lists_studies_and_summarises_arms(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    store = open_store(url)
+    fill(store, study="alpha", trials=2, epochs=2)
+    store.dispose()
+    listing = _run("status", "--storage", url)
+    assert listing.returncode == 0 and "alpha: fashion_mnist_cnn, 4 trials" in listing.stdout
+    out = _run("status", "alpha", "--storage", url)
+    assert out.returncode == 0, out.stderr
+    assert "koalapp" in out.stdout and "adam" in out.stdout
+    assert "best koalapp: q=0.01, variant=symmetric" in out.stdout  # the lowest value wins
+    missing = _run("status", "beta", "--storage", url)
+    assert missing.returncode == 2 and "alpha" in missing.stderr

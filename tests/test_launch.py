@@ -87,8 +87,10 @@ def test_smoke_study_end_to_end(ray_local, tmp_path, monkeypatch):
 def _launch_process(url: str, cwd: Path, log: Path) -> subprocess.Popen:
     exe = Path(sys.executable).parent / "koala-sweep"
     return subprocess.Popen(
-        [str(exe), "launch", str(RESUME), "--storage", url], cwd=cwd,
-        stdout=log.open("w"), stderr=subprocess.STDOUT,
+        [str(exe), "launch", str(RESUME), "--storage", url],
+        cwd=cwd,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
         env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"},
     )
 
@@ -114,8 +116,10 @@ def test_killed_launch_resumes_to_exactly_its_budget(tmp_path):
         time.sleep(0.5)
     else:
         first.kill()
-        pytest.fail("the first launch never had a finished and a running trial: "
-                    + (tmp_path / "first.log").read_text()[-2000:])
+        pytest.fail(
+            "the first launch never had a finished and a running trial: "
+            + (tmp_path / "first.log").read_text()[-2000:]
+        )
     first.send_signal(signal.SIGKILL)
     first.wait(30)
     with sqlite3.connect(db) as conn:

@@ -49,9 +49,13 @@ def _check_resources(spec: StudySpec, path: str, text: str, address: str | None)
 
     if spec.resources.gpu > 0 and address is None and not torch.cuda.is_available():
         line = next((i + 1 for i, ln in enumerate(text.splitlines()) if "gpu" in ln), None)
-        raise SpecError(path, line, "resources.gpu",
-                        f"{spec.resources.gpu} GPU per trial asked for, but this machine has no "
-                        "CUDA device and no Ray cluster was given (--address)")
+        raise SpecError(
+            path,
+            line,
+            "resources.gpu",
+            f"{spec.resources.gpu} GPU per trial asked for, but this machine has no "
+            "CUDA device and no Ray cluster was given (--address)",
+        )
 
 
 def _start_ray(address: str | None, console: Console) -> str | None:
@@ -64,7 +68,9 @@ def _start_ray(address: str | None, console: Console) -> str | None:
         # imported with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (see LOCAL_RAY_ENV), which the
         # command line sets before it imports this module.
         context = ray.init(
-            include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            log_to_driver=False,
             configure_logging=False,
         )
     else:
@@ -100,8 +106,13 @@ def _progress_table(spec: StudySpec, arms: dict[str, ArmProgress], started: floa
         remaining += max(p.budget - p.finished, 0)
         durations += p.durations
         table.add_row(
-            p.name, f"{p.finished} / {p.budget}", str(p.pruned), str(p.diverged), str(p.failed),
-            str(p.running), "-" if p.best is None else f"{p.best:.4g}",
+            p.name,
+            f"{p.finished} / {p.budget}",
+            str(p.pruned),
+            str(p.diverged),
+            str(p.failed),
+            str(p.running),
+            "-" if p.best is None else f"{p.best:.4g}",
         )
     elapsed = time.monotonic() - started
     if durations:
@@ -114,8 +125,12 @@ def _progress_table(spec: StudySpec, arms: dict[str, ArmProgress], started: floa
 
 
 def launch(
-    path: str, *, storage: str | None = None, address: str | None = None,
-    console: Console | None = None, live: bool = True,
+    path: str,
+    *,
+    storage: str | None = None,
+    address: str | None = None,
+    console: Console | None = None,
+    live: bool = True,
 ) -> LaunchResult:
     """Run (or resume) the study in ``path``. Bad input raises SpecError or StoreConflict
     before anything is written."""
@@ -129,8 +144,13 @@ def launch(
     store = open_store(storage)
     writer = store.writer
     study_id = writer.create_study(
-        spec.name, text, workload=spec.workload, metric=spec.metric, direction=spec.direction,
-        package_versions=package_versions(), device=describe_devices(),
+        spec.name,
+        text,
+        workload=spec.workload,
+        metric=spec.metric,
+        direction=spec.direction,
+        package_versions=package_versions(),
+        device=describe_devices(),
     )
     console.print(f"study {spec.name} in {store.masked_url}")
     dashboard = _start_ray(address, console)
@@ -143,18 +163,29 @@ def launch(
     plans = []
     for name, arm in spec.arms.items():
         optuna_name = f"{spec.name}/{name}"
-        arm_id = writer.add_arm(study_id, name, optimizer=arm.optimizer,
-                                search_space=_jsonable(arm.params), budget=arm.budget,
-                                optuna_study_name=optuna_name)
+        arm_id = writer.add_arm(
+            study_id,
+            name,
+            optimizer=arm.optimizer,
+            search_space=_jsonable(arm.params),
+            budget=arm.budget,
+            optuna_study_name=optuna_name,
+        )
         study = optuna.create_study(
-            study_name=optuna_name, storage=optuna_storage, direction=spec.direction,
-            sampler=build_sampler(spec), pruner=build_pruner(spec), load_if_exists=True,
+            study_name=optuna_name,
+            storage=optuna_storage,
+            direction=spec.direction,
+            sampler=build_sampler(spec),
+            pruner=build_pruner(spec),
+            load_if_exists=True,
         )
         interrupted = _mark_interrupted(store, arm_id, study)
         done = finished_configurations(study)
         if interrupted:
-            console.print(f"arm {name}: {interrupted} interrupted trial(s) marked FAILED; "
-                          "their budget runs again")
+            console.print(
+                f"arm {name}: {interrupted} interrupted trial(s) marked FAILED; "
+                "their budget runs again"
+            )
         arms[name] = ArmProgress(name, arm.budget, done_before=done)
         plans.append((name, arm, arm_id, study, arm.budget - done))
 
@@ -163,8 +194,14 @@ def launch(
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     started = time.monotonic()
     ray_dir = Path("runs") / "ray"
-    with Live(_progress_table(spec, arms, started), console=console, refresh_per_second=2,
-              transient=False, auto_refresh=live) as view:
+    with Live(
+        _progress_table(spec, arms, started),
+        console=console,
+        refresh_per_second=2,
+        transient=False,
+        auto_refresh=live,
+    ) as view:
+
         def refresh() -> None:
             view.update(_progress_table(spec, arms, started))
 
@@ -172,30 +209,58 @@ def launch(
             if remaining <= 0:
                 continue
             base = {
-                "workload": spec.workload, "workload_args": dict(spec.workload_args),
-                "optimizer": arm.optimizer, "epochs": spec.epochs, "seeds": list(spec.seeds),
-                "metric": spec.metric, "cpus": spec.resources.cpu, "gpus": spec.resources.gpu,
+                "workload": spec.workload,
+                "workload_args": dict(spec.workload_args),
+                "optimizer": arm.optimizer,
+                "epochs": spec.epochs,
+                "seeds": list(spec.seeds),
+                "metric": spec.metric,
+                "cpus": spec.resources.cpu,
+                "gpus": spec.resources.gpu,
             }
             interrupted = set(study.user_attrs.get(INTERRUPTED, []))
-            done_points = {tuple(sorted(t.params.items())) for t in study.get_trials(
-                deepcopy=False) if t.number not in interrupted}
-            grid = [p for p in arm.grid_points()
-                    if tuple(sorted(p.items())) not in done_points] if arm.has_grid else None
-            searcher = ArmSearcher(study, arm, remaining=remaining, base_config=base,
-                                   grid_points=grid, mode=spec.direction[:3])
-            callback = StoreCallback(writer, arm_id, arms[name], metric=spec.metric,
-                                     direction=spec.direction, on_change=refresh)
+            done_points = {
+                tuple(sorted(t.params.items()))
+                for t in study.get_trials(deepcopy=False)
+                if t.number not in interrupted
+            }
+            grid = (
+                [p for p in arm.grid_points() if tuple(sorted(p.items())) not in done_points]
+                if arm.has_grid
+                else None
+            )
+            searcher = ArmSearcher(
+                study,
+                arm,
+                remaining=remaining,
+                base_config=base,
+                grid_points=grid,
+                mode=spec.direction[:3],
+            )
+            callback = StoreCallback(
+                writer,
+                arm_id,
+                arms[name],
+                metric=spec.metric,
+                direction=spec.direction,
+                on_change=refresh,
+            )
             callback.searcher = searcher
             tuner = tune.Tuner(
-                tune.with_resources(train_configuration,
-                                    {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}),
+                tune.with_resources(
+                    train_configuration, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+                ),
                 tune_config=tune.TuneConfig(
-                    search_alg=searcher, scheduler=OptunaPruningScheduler(searcher),
-                    num_samples=-1, max_concurrent_trials=spec.max_concurrent_trials,
+                    search_alg=searcher,
+                    scheduler=OptunaPruningScheduler(searcher),
+                    num_samples=-1,
+                    max_concurrent_trials=spec.max_concurrent_trials,
                 ),
                 run_config=tune.RunConfig(
-                    name=f"{spec.name}-{name}", storage_path=str(ray_dir.resolve()),
-                    callbacks=[callback], verbose=0,
+                    name=f"{spec.name}-{name}",
+                    storage_path=str(ray_dir.resolve()),
+                    callbacks=[callback],
+                    verbose=0,
                     failure_config=tune.FailureConfig(max_failures=spec.retries),
                 ),
             )
@@ -208,5 +273,7 @@ def launch(
 def _jsonable(params: dict) -> dict:
     from ..spec import Distribution
 
-    return {k: ({v.kind: list(v.values)} if isinstance(v, Distribution) else v)
-            for k, v in params.items()}
+    return {
+        k: ({v.kind: list(v.values)} if isinstance(v, Distribution) else v)
+        for k, v in params.items()
+    }

@@ -64,7 +64,9 @@ class StoreCallback(Callback):
         config = trial.config
         self.rows[trial.trial_id] = {
             str(seed): self.writer.start_trial(
-                self.arm_id, config["params"], seed,
+                self.arm_id,
+                config["params"],
+                seed,
                 optuna_trial_number=config.get("optuna_trial_number"),
                 ray_trial_id=trial.trial_id,
             )
@@ -80,8 +82,9 @@ class StoreCallback(Callback):
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
         # A retry starts over: its partial rows end as FAILED and new rows take its place.
         for store_id in self.rows.pop(trial.trial_id, {}).values():
-            self.writer.finish_trial(store_id, "FAILED", value=None, epochs=0,
-                                     error=f"retried: {_error_text(trial)}")
+            self.writer.finish_trial(
+                store_id, "FAILED", value=None, epochs=0, error=f"retried: {_error_text(trial)}"
+            )
         self.progress.running -= 1
         self.last.pop(trial.trial_id, None)
 
@@ -120,8 +123,9 @@ class StoreCallback(Callback):
             p.failed += 1
         value = result.get("value") if result else None
         if state == "COMPLETE" and value is not None and math.isfinite(value):
-            better = (p.best is None or (value < p.best if self.direction == "minimize"
-                                         else value > p.best))
+            better = p.best is None or (
+                value < p.best if self.direction == "minimize" else value > p.best
+            )
             if better:
                 p.best = value
         if trial.trial_id in self.started:

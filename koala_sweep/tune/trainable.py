@@ -22,8 +22,13 @@ def train_configuration(config: dict[str, Any]) -> None:
     device = "cuda" if config["gpus"] > 0 and torch.cuda.is_available() else "cpu"
     runs = {
         seed: run_trial(
-            config["workload"], config["optimizer"], config["params"], epochs=config["epochs"],
-            seed=seed, workload_args=config["workload_args"], device=device,
+            config["workload"],
+            config["optimizer"],
+            config["params"],
+            epochs=config["epochs"],
+            seed=seed,
+            workload_args=config["workload_args"],
+            device=device,
         )
         for seed in config["seeds"]
     }
@@ -38,13 +43,15 @@ def train_configuration(config: dict[str, Any]) -> None:
                 diverged[str(seed)] = report.reason or "diverged"
         values = [m[metric] for m in per_seed.values()]
         value = sum(values) / len(values) if all(math.isfinite(v) for v in values) else math.nan
-        tune.report({
-            "epoch": epoch,
-            "value": value,
-            "seeds": per_seed,
-            "diverged": bool(diverged),
-            "divergence": diverged,
-            "pid": os.getpid(),
-        })
+        tune.report(
+            {
+                "epoch": epoch,
+                "value": value,
+                "seeds": per_seed,
+                "diverged": bool(diverged),
+                "divergence": diverged,
+                "pid": os.getpid(),
+            }
+        )
         if diverged:
             return
