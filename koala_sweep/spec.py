@@ -9,7 +9,6 @@ one of ``{log_uniform: [lo, hi]}``, ``{uniform: [lo, hi]}``, ``{int: [lo, hi]}``
 
 from __future__ import annotations
 
-import itertools
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -123,17 +122,10 @@ class ArmSpec(_Strict):
                 raise ValueError(f"@{key}@{err}") from None
         return out
 
-    def grid_points(self) -> list[dict[str, Any]]:
-        grids = {
-            k: d.values
-            for k, d in self.params.items()
-            if isinstance(d, Distribution) and d.kind == "grid"
-        }
-        keys = sorted(grids)
-        return [
-            dict(zip(keys, combo, strict=True))
-            for combo in itertools.product(*(grids[k] for k in keys))
-        ]
+    def grid(self) -> dict[str, tuple[Any, ...]]:
+        """The arm's grid axes (Tune's grid generator enumerates them, in koala_sweep.tune)."""
+        return {k: d.values for k, d in self.params.items()
+                if isinstance(d, Distribution) and d.kind == "grid"}
 
     @property
     def has_grid(self) -> bool:
@@ -141,7 +133,9 @@ class ArmSpec(_Strict):
 
     @property
     def budget(self) -> int:
-        return len(self.grid_points()) if self.has_grid else int(self.trials or 0)
+        if self.has_grid:
+            return math.prod(len(values) for values in self.grid().values())
+        return int(self.trials or 0)
 
 
 class StudySpec(_Strict):
@@ -255,8 +249,6 @@ def load_spec(path: str | Path, *, text: str | None = None) -> tuple[StudySpec, 
 def _check_semantics(spec: StudySpec, fail) -> None:
     """What the schema alone cannot know: names that must exist in the registries, values the
     optimizers accept, and a metric whose direction matches."""
-    import optuna
-
     from .optim.registry import (
         HyperparameterError,
         UnknownOptimizerError,
@@ -292,7 +284,6 @@ def _check_semantics(spec: StudySpec, fail) -> None:
         build_pruner(spec)
     except (TypeError, ValueError) as err:
         raise fail(("pruner",), f"{spec.pruner.name}: {err}") from None
-    del optuna
 
     for arm_name, arm in spec.arms.items():
         base = ("arms", arm_name)
@@ -311,7 +302,7 @@ def _check_semantics(spec: StudySpec, fail) -> None:
             )
         if not arm.has_grid and arm.trials is None:
             raise fail((*base, "trials"), "required key is missing (the arm's budget)")
-        for key, value in arm.params.items():
+        for key in arm.params:
             if key not in known:
                 raise fail(
                     (*base, "params", key),

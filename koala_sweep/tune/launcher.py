@@ -28,6 +28,7 @@ from .optuna_wiring import (
     ArmSearcher,
     OptunaPruningScheduler,
     finished_configurations,
+    grid_points,
 )
 from .store_callback import ArmProgress, StoreCallback
 
@@ -225,7 +226,7 @@ def launch(
                 if t.number not in interrupted
             }
             grid = (
-                [p for p in arm.grid_points() if tuple(sorted(p.items())) not in done_points]
+                [p for p in grid_points(arm) if tuple(sorted(p.items())) not in done_points]
                 if arm.has_grid
                 else None
             )

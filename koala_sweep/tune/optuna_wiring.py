@@ -49,6 +49,16 @@ def optuna_distributions(arm: ArmSpec) -> dict[str, Any]:
     return out
 
 
+def grid_points(arm: ArmSpec) -> list[dict[str, Any]]:
+    """Every point of the arm's grid, enumerated by Tune's grid generator (Optuna's
+    GridSampler is not made for ask/tell from a concurrent scheduler)."""
+    from ray import tune
+    from ray.tune.search.variant_generator import generate_variants
+
+    space = {name: tune.grid_search(list(values)) for name, values in arm.grid().items()}
+    return [{name: config[name] for name in space} for _, config in generate_variants(space)]
+
+
 def constants(arm: ArmSpec) -> dict[str, Any]:
     return {k: v for k, v in arm.params.items() if not isinstance(v, Distribution)}
 
