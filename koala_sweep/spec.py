@@ -124,8 +124,11 @@ class ArmSpec(_Strict):
 
     def grid(self) -> dict[str, tuple[Any, ...]]:
         """The arm's grid axes (Tune's grid generator enumerates them, in koala_sweep.tune)."""
-        return {k: d.values for k, d in self.params.items()
-                if isinstance(d, Distribution) and d.kind == "grid"}
+        return {
+            k: d.values
+            for k, d in self.params.items()
+            if isinstance(d, Distribution) and d.kind == "grid"
+        }
 
     @property
     def has_grid(self) -> bool:

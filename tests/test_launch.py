@@ -150,7 +150,6 @@ def test_grid_study_runs_every_point_once_per_seed(ray_local, tmp_path, monkeypa
     trials = open_store(url, create=False).trials("grid_test")
     assert len(trials) == 4 * 2  # every grid point, once per seed
     points = {(row.q, row.variant) for _, row in trials.iterrows()}
-    assert points == {(0.01, "vanilla"), (0.01, "symmetric"), (0.1, "vanilla"),
-                      (0.1, "symmetric")}
+    assert points == {(0.01, "vanilla"), (0.01, "symmetric"), (0.1, "vanilla"), (0.1, "symmetric")}
     assert set(trials.groupby(["q", "variant"])["seed"].apply(frozenset)) == {frozenset({0, 1})}
     check_store_and_optuna_agree(url, grid)
