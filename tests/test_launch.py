@@ -153,3 +153,19 @@ def test_grid_study_runs_every_point_once_per_seed(ray_local, tmp_path, monkeypa
     assert points == {(0.01, "vanilla"), (0.01, "symmetric"), (0.1, "vanilla"), (0.1, "symmetric")}
     assert set(trials.groupby(["q", "variant"])["seed"].apply(frozenset)) == {frozenset({0, 1})}
     check_store_and_optuna_agree(url, grid)
+
+
+@pytest.mark.slow
+def test_trials_that_raise_are_failed_with_their_traceback(ray_local, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path}/store.db"
+    failing = ROOT / "tests" / "studies" / "failing.yaml"
+    _launch(failing, url)  # the study goes on and ends normally
+    trials = open_store(url, create=False).trials("failing_test")
+    assert set(trials.state) == {"FAILED"}
+    final = trials[~trials.error.str.startswith("retried")]
+    assert len(final) == 2  # the budget: two configurations
+    assert all("Fashion-MNIST not found" in e and "Traceback" in e for e in final.error)
+    assert len(trials[trials.error.str.startswith("retried")]) == 2  # retries: 1, each
+    study = optuna.load_study(study_name="failing_test/adam", storage=url)
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]

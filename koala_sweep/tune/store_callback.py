@@ -4,6 +4,7 @@ the counts the live view shows. Trials never touch the database: they report thr
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,7 @@ class StoreCallback(Callback):
         self.rows: dict[str, dict[str, int]] = {}  # tune trial id -> seed -> store trial id
         self.last: dict[str, dict[str, Any]] = {}
         self.started: dict[str, float] = {}
+        self.errors: dict[str, str] = {}
         self.searcher = None  # set by the launcher: tells PRUNED apart
 
     def __getstate__(self) -> dict[str, Any]:
@@ -83,12 +85,19 @@ class StoreCallback(Callback):
         # A retry starts over: its partial rows end as FAILED and new rows take its place.
         for store_id in self.rows.pop(trial.trial_id, {}).values():
             self.writer.finish_trial(
-                store_id, "FAILED", value=None, epochs=0, error=f"retried: {_error_text(trial)}"
+                store_id,
+                "FAILED",
+                value=None,
+                epochs=0,
+                error=f"retried: {self._error_text(trial)}",
             )
         self.progress.running -= 1
         self.last.pop(trial.trial_id, None)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if "trial_error" in result:  # the trainable's traceback, just before it fails
+            self.errors[trial.trial_id] = result["trial_error"]
+            return
         rows = self.rows.get(trial.trial_id)
         if rows is None:  # a retried trial whose restart was not announced
             self._start(trial)
@@ -142,12 +151,17 @@ class StoreCallback(Callback):
             self._finish(trial, "COMPLETE")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._finish(trial, "FAILED", error=_error_text(trial))
+        self._finish(trial, "FAILED", error=self._error_text(trial))
+
+    def _error_text(self, trial) -> str:
+        text = self.errors.pop(trial.trial_id, None)
+        if text is None:
+            try:
+                text = trial.get_error()
+            except Exception:  # noqa: BLE001 - the error file may be gone; say what we know
+                text = None
+        text = str(text) if text else "the trial failed (no traceback was recorded)"
+        return _ANSI.sub("", text)
 
 
-def _error_text(trial) -> str:
-    try:
-        text = trial.get_error()
-    except Exception:  # noqa: BLE001 - the error file may be gone; say what we know
-        text = None
-    return str(text) if text else "the trial failed (no traceback was recorded)"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -6,12 +6,23 @@ from __future__ import annotations
 
 import math
 import os
+import traceback
 from typing import Any
 
 from ray import tune
 
 
 def train_configuration(config: dict[str, Any]) -> None:
+    try:
+        _train(config)
+    except Exception:
+        # The traceback travels to the launcher as a result, so that the store keeps it
+        # whatever Ray does with its own error files; then the trial fails as usual.
+        tune.report({"trial_error": traceback.format_exc(), "value": math.nan, "epoch": 0})
+        raise
+
+
+def _train(config: dict[str, Any]) -> None:
     import torch
 
     from ..workloads.loop import run_trial
