@@ -199,6 +199,11 @@ def _line_for(index: dict[tuple[str, ...], int], path: tuple[str, ...]) -> int |
     return None
 
 
+def line_of(text: str, path: tuple[str, ...]) -> int | None:
+    """The line of ``path`` (a key path) in a study file's text, or of its nearest parent."""
+    return _line_for(_line_index(text), path)
+
+
 # ------------------------------------------------------------------------------ loading
 
 

@@ -21,7 +21,7 @@ from rich.live import Live
 from rich.table import Table
 
 from ..environment import describe_devices, package_versions
-from ..spec import SpecError, StudySpec, build_pruner, build_sampler, load_spec
+from ..spec import SpecError, StudySpec, build_pruner, build_sampler, line_of, load_spec
 from ..store import Store, open_store
 from .optuna_wiring import (
     INTERRUPTED,
@@ -49,13 +49,13 @@ def _check_resources(spec: StudySpec, path: str, text: str, address: str | None)
     import torch
 
     if spec.resources.gpu > 0 and address is None and not torch.cuda.is_available():
-        line = next((i + 1 for i, ln in enumerate(text.splitlines()) if "gpu" in ln), None)
+        key = ("resources", "gpu")
         raise SpecError(
             path,
-            line,
-            "resources.gpu",
-            f"{spec.resources.gpu} GPU per trial asked for, but this machine has no "
-            "CUDA device and no Ray cluster was given (--address)",
+            line_of(text, key),
+            ".".join(key),
+            f"{spec.resources.gpu} GPU per trial asked for, but this machine has no CUDA device "
+            "and no Ray cluster was given (--address)",
         )
 
 
