@@ -219,17 +219,7 @@ def launch(
                 "cpus": spec.resources.cpu,
                 "gpus": spec.resources.gpu,
             }
-            interrupted = set(study.user_attrs.get(INTERRUPTED, []))
-            done_points = {
-                tuple(sorted(t.params.items()))
-                for t in study.get_trials(deepcopy=False)
-                if t.number not in interrupted
-            }
-            grid = (
-                [p for p in grid_points(arm) if tuple(sorted(p.items())) not in done_points]
-                if arm.has_grid
-                else None
-            )
+            grid = _grid_left(arm, study) if arm.has_grid else None
             searcher = ArmSearcher(
                 study,
                 arm,
@@ -269,6 +259,18 @@ def launch(
             refresh()
     store.dispose()
     return LaunchResult(spec.name, store.masked_url, dashboard)
+
+
+def _grid_left(arm, study: optuna.Study) -> list[dict]:
+    """The grid points this arm has not run yet (an interrupted trial's point runs again)."""
+    interrupted = set(study.user_attrs.get(INTERRUPTED, []))
+    axes = sorted(arm.grid())
+    done = {
+        tuple(t.params.get(k) for k in axes)
+        for t in study.get_trials(deepcopy=False)
+        if t.number not in interrupted
+    }
+    return [p for p in grid_points(arm) if tuple(p[k] for k in axes) not in done]
 
 
 def _jsonable(params: dict) -> dict:
