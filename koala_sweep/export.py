@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from .store import Store
+from .store.reader import BOOKKEEPING_COLUMNS, hyperparameter_columns
 
 FORMATS = ("csv", "parquet", "json")
 
@@ -16,10 +17,9 @@ def export_frame(store: Store, study: str, *, metrics: bool) -> pd.DataFrame:
     hyperparameter named as in the study file. With ``metrics``: one row per trial-epoch with
     every metric, plus the trial's state, seed and hyperparameters."""
     trials = store.trials(study)
-    bookkeeping = ["optuna_trial_number", "ray_trial_id", "started_at", "finished_at", "error"]
     if not metrics:
-        return trials.drop(columns=bookkeeping)
-    per_trial = trials.drop(columns=["study", "arm", "optimizer", "epochs", "value", *bookkeeping])
+        return trials.drop(columns=BOOKKEEPING_COLUMNS)
+    per_trial = trials[["trial", "state", "seed", *hyperparameter_columns(trials)]]
     return store.metrics(study).merge(per_trial, on="trial", how="left")
 
 

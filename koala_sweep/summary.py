@@ -7,22 +7,9 @@ import math
 
 import pandas as pd
 
+from .store.reader import hyperparameter_columns
+
 STATES = ("COMPLETE", "PRUNED", "DIVERGED", "FAILED", "RUNNING")
-_NOT_HYPERPARAMETERS = {
-    "study",
-    "arm",
-    "optimizer",
-    "trial",
-    "state",
-    "seed",
-    "epochs",
-    "value",
-    "optuna_trial_number",
-    "ray_trial_id",
-    "started_at",
-    "finished_at",
-    "error",
-}
 
 
 def arm_summary(trials: pd.DataFrame, direction: str) -> pd.DataFrame:
@@ -43,9 +30,7 @@ def arm_summary(trials: pd.DataFrame, direction: str) -> pd.DataFrame:
                 best_value = float(per_config.loc[number])
                 first = complete[complete["optuna_trial_number"] == number].iloc[0]
                 best_params = {
-                    k: first[k]
-                    for k in group.columns
-                    if k not in _NOT_HYPERPARAMETERS and pd.notna(first[k])
+                    k: first[k] for k in hyperparameter_columns(group) if pd.notna(first[k])
                 }
         row["best_value"] = best_value
         row["best_params"] = best_params

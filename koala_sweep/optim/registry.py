@@ -245,18 +245,9 @@ def build_optimizer(
             alpha_r=h.alpha_r,
             weight_decay=h.weight_decay,
         )
-    elif isinstance(h, AdamWHyperparameters):
-        opt = torch.optim.AdamW(
-            params,
-            lr=h.lr,
-            betas=h.betas,
-            eps=h.eps,
-            weight_decay=h.weight_decay,
-            amsgrad=h.amsgrad,
-            foreach=True,
-        )
-    elif isinstance(h, AdamHyperparameters):
-        opt = torch.optim.Adam(
+    elif isinstance(h, AdamHyperparameters):  # Adam and AdamW share their hyperparameters
+        adam = torch.optim.AdamW if isinstance(h, AdamWHyperparameters) else torch.optim.Adam
+        opt = adam(
             params,
             lr=h.lr,
             betas=h.betas,

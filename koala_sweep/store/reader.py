@@ -17,6 +17,14 @@ from sqlalchemy import Engine, case, func, select
 from .models import METRIC_COLUMNS, Arm, EpochMetrics, Study, Trial
 
 TRIAL_COLUMNS = ["study", "arm", "optimizer", "trial", "state", "seed", "epochs", "value"]
+# Columns of the trials frame after the hyperparameters: where and when a trial ran.
+BOOKKEEPING_COLUMNS = ["optuna_trial_number", "ray_trial_id", "started_at", "finished_at", "error"]
+
+
+def hyperparameter_columns(trials: pd.DataFrame) -> list[str]:
+    """The columns of a trials frame that are hyperparameters (named as in the study file)."""
+    fixed = set(TRIAL_COLUMNS) | set(BOOKKEEPING_COLUMNS)
+    return [c for c in trials.columns if c not in fixed]
 
 
 class UnknownStudy(LookupError):
@@ -108,31 +116,13 @@ def trials_frame(engine: Engine, study: str) -> pd.DataFrame:
     )
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-    base = pd.DataFrame(
-        rows,
-        columns=[
-            "arm",
-            "optimizer",
-            "trial",
-            "state",
-            "seed",
-            "epochs",
-            "value",
-            "params",
-            "optuna_trial_number",
-            "ray_trial_id",
-            "started_at",
-            "finished_at",
-            "error",
-        ],
-    )
+    base = pd.DataFrame(rows, columns=[*TRIAL_COLUMNS[1:], "params", *BOOKKEEPING_COLUMNS])
     base.insert(0, "study", study)
     params = pd.DataFrame.from_records(
         [p if isinstance(p, dict) else json.loads(p) for p in base.pop("params")],
         index=base.index,
     )
-    extra = [c for c in base.columns if c not in TRIAL_COLUMNS]
-    return pd.concat([base[TRIAL_COLUMNS], params, base[extra]], axis=1)
+    return pd.concat([base[TRIAL_COLUMNS], params, base[BOOKKEEPING_COLUMNS]], axis=1)
 
 
 def _fetch_plain(engine: Engine, query) -> list[tuple]:
