@@ -19,14 +19,13 @@ from torch.optim import Optimizer
 from ._measurement import (
     GRAD_SKIP_NORM,
     accumulation_dtype,
-    average_across_ranks,
     bucket_by_device_and_dtype,
     check_nonnegative,
     check_r_and_alpha,
     on_device,
-    resolve_measurement,
     split_scalars,
     squared_norms,
+    take_measurement,
     update_r,
 )
 
@@ -109,19 +108,14 @@ class KOALAV(Optimizer):
     ) -> Any:
         """One predict-and-update step; arguments as :meth:`KOALAPlusPlus.step`."""
         name = type(self).__name__
-        output, loss_t, var_t = resolve_measurement(
-            closure, loss, loss_var, needs_loss_var=self.r is None, optimizer=name
-        )
+        m = take_measurement(self, closure, loss, loss_var, needs_loss_var=self.r is None)
+        if m.device is None:
+            return m.returned(closure)
+        device, loss_t, var_t = m.device, m.loss, m.loss_var
         groups = [
             (group, [p for p in group["params"] if p.grad is not None])
             for group in self.param_groups
         ]
-        first = next((ps[0] for _, ps in groups if ps), None)
-        if first is None:
-            return output if closure is not None else loss_t
-        device = first.device
-        if self.average_loss_across_ranks:
-            loss_t, var_t = average_across_ranks(loss_t, var_t, device, self.process_group)
 
         gstate = self.state[GLOBAL_STATE]
         r = update_r(gstate, self.r, self.alpha_r, var_t, device)
@@ -156,7 +150,7 @@ class KOALAV(Optimizer):
                 shrink = torch.maximum(shrink, ratio.to(device, torch.float64))
         gstate["sigma"] = sigma - sigma * sigma * shrink
         gstate["step"] = gstate.get("step", torch.zeros((), dtype=torch.int64)) + 1
-        return output if closure is not None else loss_t
+        return m.returned(closure)
 
 
 def _clone_global_state(optimizer: Optimizer) -> None:

@@ -20,15 +20,14 @@ from torch.optim import Optimizer
 from ._measurement import (
     GRAD_SKIP_NORM,
     accumulation_dtype,
-    average_across_ranks,
     bucket_by_device_and_dtype,
     check_nonnegative,
     check_r_and_alpha,
     dot_list,
     on_device,
-    resolve_measurement,
     split_scalars,
     squared_norms,
+    take_measurement,
     update_r,
 )
 
@@ -197,16 +196,10 @@ class KOALAPlusPlus(Optimizer):
         output, or L.
         """
         name = type(self).__name__
-        output, loss_t, var_t = resolve_measurement(
-            closure, loss, loss_var, needs_loss_var=self.r_adaptive, optimizer=name
-        )
-        params_with_grad = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
-        if not params_with_grad:
-            return output if closure is not None else loss_t
-        device = params_with_grad[0].device
-        if self.average_loss_across_ranks:
-            loss_t, var_t = average_across_ranks(loss_t, var_t, device, self.process_group)
-        loss_t = loss_t.to(device)
+        m = take_measurement(self, closure, loss, loss_var, needs_loss_var=self.r_adaptive)
+        if m.device is None:
+            return m.returned(closure)
+        device, loss_t, var_t = m.device, m.loss, m.loss_var
 
         gstate = self.state[GLOBAL_STATE]
         r = update_r(gstate, self.defaults["r"], self.defaults["alpha_r"], var_t, device)
@@ -251,7 +244,7 @@ class KOALAPlusPlus(Optimizer):
         if s_mins:
             gstate["s_min"] = torch.stack(s_mins).min()
             gstate["lambda_mean"] = torch.stack(lambda_sums).sum() / torch.stack(counts).sum()
-        return output if closure is not None else loss_t
+        return m.returned(closure)
 
     def _state_for(self, p: Tensor) -> dict[str, Tensor]:
         state = self.state[p]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -117,6 +118,47 @@ def _scalar(value: Tensor | float, name: str, optimizer: str) -> Tensor:
             f"got a tensor of shape {tuple(t.shape)}"
         )
     return t.reshape(()).to(torch.float64)
+
+
+@dataclass
+class Measurement:
+    """What one step of a KOALA optimizer measured: the closure's output (if any), L and V as
+    float64 tensors on ``device`` (the device of the first parameter with a gradient; None when
+    no parameter has one and the step has nothing to do)."""
+
+    output: Any
+    loss: Tensor
+    loss_var: Tensor | None
+    device: torch.device | None
+
+    def returned(self, closure: Callable[[], Any] | None) -> Any:
+        """What ``step`` returns: the closure's output, or L."""
+        return self.output if closure is not None else self.loss
+
+
+def take_measurement(
+    optimizer: Any,
+    closure: Callable[[], Any] | None,
+    loss: Tensor | float | None,
+    loss_var: Tensor | float | None,
+    *,
+    needs_loss_var: bool,
+) -> Measurement:
+    """The shared start of a KOALA step: L and V from the caller or the closure, placed on the
+    parameters' device and, in a data-parallel job, averaged across ranks."""
+    name = type(optimizer).__name__
+    output, loss_t, var_t = resolve_measurement(
+        closure, loss, loss_var, needs_loss_var=needs_loss_var, optimizer=name
+    )
+    device = next(
+        (p.device for g in optimizer.param_groups for p in g["params"] if p.grad is not None),
+        None,
+    )
+    if device is not None:
+        if optimizer.average_loss_across_ranks:
+            loss_t, var_t = average_across_ranks(loss_t, var_t, device, optimizer.process_group)
+        loss_t = loss_t.to(device)
+    return Measurement(output, loss_t, var_t, device)
 
 
 def average_across_ranks(
