@@ -86,6 +86,17 @@ class _KalmanHyperparameters(_Hyperparameters):
             raise ValueError("a fixed R must be >= 0")
         return v
 
+    def kalman_kwargs(self) -> dict[str, Any]:
+        """Constructor arguments KOALA++ and KOALA-V share (``r=None``: R estimated online)."""
+        return dict(
+            lr=self.lr,
+            sigma=self.sigma,
+            q=self.q,
+            r=None if self.r == "adaptive" else self.r,
+            alpha_r=self.alpha_r,
+            weight_decay=self.weight_decay,
+        )
+
 
 class KOALAPlusPlusHyperparameters(_KalmanHyperparameters):
     variant: Literal["symmetric", "vanilla"] = "symmetric"
@@ -225,26 +236,10 @@ def build_optimizer(
     h = validate_hyperparameters(name, hp)
     if isinstance(h, KOALAPlusPlusHyperparameters):
         opt: torch.optim.Optimizer = KOALAPlusPlus(
-            params,
-            lr=h.lr,
-            sigma=h.sigma,
-            q=h.q,
-            r=None if h.r == "adaptive" else h.r,
-            alpha_r=h.alpha_r,
-            weight_decay=h.weight_decay,
-            variant=h.variant,
-            guards=h.guards,
+            params, **h.kalman_kwargs(), variant=h.variant, guards=h.guards
         )
     elif isinstance(h, KOALAVHyperparameters):
-        opt = KOALAV(
-            params,
-            lr=h.lr,
-            sigma=h.sigma,
-            q=h.q,
-            r=None if h.r == "adaptive" else h.r,
-            alpha_r=h.alpha_r,
-            weight_decay=h.weight_decay,
-        )
+        opt = KOALAV(params, **h.kalman_kwargs())
     elif isinstance(h, AdamHyperparameters):  # Adam and AdamW share their hyperparameters
         adam = torch.optim.AdamW if isinstance(h, AdamWHyperparameters) else torch.optim.Adam
         opt = adam(
