@@ -253,5 +253,86 @@ def status(
         raise typer.Exit(2) from None
 
 
+@app.command()
+def report(
+    study: str = typer.Argument(..., help="the study's name"),
+    output: str = typer.Option(
+        None,
+        "-o",
+        "--output",
+        help="file (html) or folder (png, pdf) to write; default reports/<study>.html or "
+        "reports/<study>-<format>/",
+    ),
+    fmt: str = typer.Option("html", "--format", help="html, png or pdf"),
+    layout: str = typer.Option(None, help="a layout file (default dashboards/default.yaml)"),
+    storage: str = typer.Option(None, help=STORAGE_HELP),
+) -> None:
+    """Write a study's report: one self-contained HTML file that works offline (summary
+    table first, then every figure, the study file and the environment), or its figures as
+    PNG or PDF files."""
+    from pathlib import Path
+
+    from .console import error, stdout
+    from .report import FORMATS, LayoutError, load_layout, write_report
+    from .report.images import ImageExportError
+    from .store import SchemaError, StoreError, StoreURLError, UnknownStudy, open_store
+
+    if fmt not in FORMATS:
+        error(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise typer.Exit(2)
+    try:
+        chosen = load_layout(layout)
+        store = open_store(storage, create=False)
+        paths = write_report(store, study, Path(output) if output else None, fmt, chosen)
+    except (UnknownStudy, SchemaError, StoreError, StoreURLError, LayoutError) as err:
+        error(str(err.args[0] if isinstance(err, UnknownStudy) else err))
+        raise typer.Exit(2) from None
+    except ImageExportError as err:
+        error(str(err))
+        raise typer.Exit(1) from None
+    if fmt == "html":
+        stdout.print(f"wrote {paths[0]} (open it in a browser; it works offline)")
+    else:
+        stdout.print(f"wrote {len(paths)} {fmt.upper()} files to {paths[0].parent}")
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@app.command()
+def dashboard(
+    storage: str = typer.Option(None, help=STORAGE_HELP),
+    host: str = typer.Option(
+        "127.0.0.1", help="address to listen on; anything but loopback exposes the store"
+    ),
+    port: int = typer.Option(8050, min=1, max=65535, help="port to listen on"),
+    layout: str = typer.Option(None, help="a layout file (default dashboards/default.yaml)"),
+    refresh: float = typer.Option(5.0, min=0.5, help="seconds between checks for new results"),
+) -> None:
+    """Serve the live dashboard: a study picker and the report's panels, refreshed while a
+    study runs. Listens on 127.0.0.1 unless --host says otherwise."""
+    from .console import error, stdout
+    from .report import LayoutError, load_layout
+    from .report.app import create_app
+    from .store import SchemaError, StoreError, StoreURLError, open_store
+
+    try:
+        chosen = load_layout(layout)
+        store = open_store(storage, create=False)
+    except (SchemaError, StoreError, StoreURLError, LayoutError) as err:
+        error(str(err))
+        raise typer.Exit(2) from None
+    if host not in LOOPBACK_HOSTS:
+        stdout.print(
+            f"warning: listening on {host}: anyone who can reach it can read the "
+            "store's studies (no authentication)"
+        )
+    stdout.print(
+        f"koala-sweep dashboard on http://{host}:{port}/ (store "
+        f"{store.masked_url}); Ctrl-C stops it"
+    )
+    create_app(store, chosen, refresh_seconds=refresh).run(host=host, port=port, debug=False)
+
+
 def main() -> None:
     app()

@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Debian packages: real Fashion-MNIST (the default workload's data, offline) and the
-# PostgreSQL server the store's tests start on 127.0.0.1.
-APT_PACKAGES=(dataset-fashion-mnist postgresql)
+# PostgreSQL server the store's tests start on 127.0.0.1; Chromium renders PNG/PDF reports
+# (kaleido) and drives the browser tests (Playwright, pointed at /usr/bin/chromium).
+APT_PACKAGES=(dataset-fashion-mnist postgresql chromium)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

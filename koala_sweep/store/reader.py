@@ -92,6 +92,52 @@ def _study_id(engine: Engine, name: str) -> int:
     return sid
 
 
+def arms_frame(engine: Engine, study: str) -> pd.DataFrame:
+    """One row per arm: its optimizer, budget (configurations) and search space as written in
+    the study file (``{"lr": {"log_uniform": [1e-4, 0.03]}, "momentum": 0.9}``)."""
+    sid = _study_id(engine, study)
+    query = (
+        select(Arm.name, Arm.optimizer, Arm.budget, Arm.search_space)
+        .where(Arm.study_id == sid)
+        .order_by(Arm.id)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    frame = pd.DataFrame(rows, columns=["arm", "optimizer", "budget", "search_space"])
+    frame["search_space"] = [
+        s if isinstance(s, dict) else json.loads(s) for s in frame["search_space"]
+    ]
+    return frame
+
+
+def study_version(engine: Engine, study: str) -> tuple:
+    """A cheap fingerprint of a study's progress: it changes whenever a trial starts, reports
+    an epoch or finishes, so a live view re-reads the frames only when something happened."""
+    sid = _study_id(engine, study)
+    query = (
+        select(
+            func.count(Trial.id),
+            func.max(Trial.id),
+            func.coalesce(func.sum(Trial.epochs), 0),
+            func.count(Trial.finished_at),
+            func.sum(case((Trial.state == "RUNNING", 1), else_=0)),
+        )
+        .join(Arm, Trial.arm_id == Arm.id)
+        .where(Arm.study_id == sid)
+    )
+    running_epochs = (
+        select(func.count())
+        .select_from(EpochMetrics)
+        .join(Trial, EpochMetrics.trial_id == Trial.id)
+        .join(Arm, Trial.arm_id == Arm.id)
+        .where(Arm.study_id == sid, Trial.state == "RUNNING")
+    )
+    with engine.connect() as conn:
+        row = tuple(conn.execute(query).one())
+        # Epochs of running trials are in koala_epoch before the trial row's count moves.
+        return (*row, conn.scalar(running_epochs))
+
+
 def trials_frame(engine: Engine, study: str) -> pd.DataFrame:
     sid = _study_id(engine, study)
     query = (

@@ -1,0 +1,52 @@
+"""Robustness: how much of an arm's search space lands close to its best."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .configurations import TERMINAL_STATES, oriented, relative_gap
+
+TOLERANCES = (0.01, 0.05, 0.10, 0.25)
+
+
+def within_column(tolerance: float) -> str:
+    return f"within_{round(tolerance * 100):g}pct"
+
+
+def robustness(
+    configs: pd.DataFrame, direction: str, tolerances: tuple[float, ...] = TOLERANCES
+) -> pd.DataFrame:
+    """One row per arm: finished configurations, the best value, and for each tolerance x the
+    share of configurations that completed within x (a fraction) of that best; plus the
+    shares that diverged, failed and were pruned. A pruned configuration is never "within":
+    the study stopped it as hopeless."""
+    rows = []
+    for arm, group in configs[configs["state"].isin(TERMINAL_STATES)].groupby("arm", sort=False):
+        n = len(group)
+        complete = group["state"].eq("COMPLETE") & group["value"].notna()
+        values = group.loc[complete, "value"]
+        best = values.iloc[int(np.argmin(oriented(values, direction)))] if len(values) else np.nan
+        gap = relative_gap(group["value"].where(complete), best, direction)
+        row = {
+            "arm": arm,
+            "optimizer": group["optimizer"].iloc[0],
+            "configurations": n,
+            "best": float(best),
+        }
+        for tol in tolerances:
+            row[within_column(tol)] = float(np.sum(gap <= tol + 1e-12)) / n
+        for state in ("DIVERGED", "FAILED", "PRUNED"):
+            row[f"{state.lower()}_share"] = float((group["state"] == state).mean())
+        rows.append(row)
+    columns = [
+        "arm",
+        "optimizer",
+        "configurations",
+        "best",
+        *(within_column(t) for t in tolerances),
+        "diverged_share",
+        "failed_share",
+        "pruned_share",
+    ]
+    return pd.DataFrame(rows, columns=columns)
