@@ -27,6 +27,8 @@ EVALUATORS = ("ped_anova", "fanova")
 IMPORTANCE_COLUMNS = ["arm", "evaluator", "parameter", "importance", "configurations"]
 # Below this many full-budget configurations the importances are noise; say so instead.
 MIN_CONFIGURATIONS = 4
+# At most this many configurations per arm go into an evaluator (None: all of them).
+MAX_CONFIGURATIONS = {"fanova": 250, "ped_anova": None}
 
 
 def optuna_distribution(dist: Distribution) -> BaseDistribution:
@@ -84,7 +86,6 @@ def importance(
             )
             continue
         distributions = {n: optuna_distribution(d) for n, d in space_.items()}
-        study = _quiet_study(direction)
         frozen = []
         for _, c in full.iterrows():
             params = {n: _value(c[n]) for n in distributions}
@@ -95,8 +96,20 @@ def importance(
                     params=params, distributions=distributions, value=float(c["value"])
                 )
             )
-        study.add_trials(frozen)
         for name in evaluators:
+            used = frozen
+            limit = MAX_CONFIGURATIONS.get(name)
+            if limit is not None and len(frozen) > limit:
+                # fANOVA's forest grows faster than linearly with the trials: a fixed random
+                # subset keeps a 10,000-trial study within a dashboard refresh.
+                pick = np.random.default_rng(seed).choice(len(frozen), limit, replace=False)
+                used = [frozen[i] for i in sorted(pick)]
+                notes.append(
+                    f"{arm}: {name} on a random {limit} of its {len(frozen)} full-budget "
+                    "configurations"
+                )
+            study = _quiet_study(direction)
+            study.add_trials(used)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # experimental-feature warnings
                 values = optuna.importance.get_param_importances(
@@ -109,7 +122,7 @@ def importance(
                         "evaluator": name,
                         "parameter": param,
                         "importance": float(value),
-                        "configurations": len(frozen),
+                        "configurations": len(used),
                     }
                 )
     frame = pd.DataFrame(rows, columns=IMPORTANCE_COLUMNS)

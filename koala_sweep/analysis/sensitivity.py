@@ -3,6 +3,8 @@ the vanilla against the symmetric variant on matched configurations."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
@@ -232,3 +234,92 @@ def variant_pairs(
             pair += 1
     frame = pd.DataFrame(out)
     return frame if not frame.empty else pd.DataFrame(columns=columns)
+
+
+PROFILE_COLUMNS = [
+    "arm",
+    "parameter",
+    "scale",
+    "x",
+    "bin_low",
+    "bin_high",
+    "configurations",
+    "best",
+    "q10",
+    "median",
+    "q90",
+    "diverged_share",
+]
+
+
+def binned_profile(sens: pd.DataFrame, direction: str, bins: int = 30) -> pd.DataFrame:
+    """Sensitivity of many configurations, summarised per bin of each numeric hyperparameter
+    (log-spaced bins on log ranges): the best value in the bin (the profile: what the best
+    tuning of the other hyperparameters reaches at this value), the 10/50/90th percentiles of
+    the complete configurations, and the share that diverged or failed. Categorical
+    hyperparameters get one row per value. Used where a scatter of thousands of points would
+    hide more than it shows."""
+    rows = []
+    for (arm, name), g in sens.groupby(["arm", "parameter"], sort=False):
+        scale_ = g["scale"].iloc[0]
+        if scale_ == "categorical":
+            keys = g["x"].astype(str)
+            edges = None
+        else:
+            lo, hi = float(g["low"].iloc[0]), float(g["high"].iloc[0])
+            edges = (
+                np.geomspace(lo, hi, bins + 1) if scale_ == "log" else np.linspace(lo, hi, bins + 1)
+            )
+            x = g["x"].astype(np.float64).to_numpy()
+            keys = pd.Series(
+                np.clip(np.searchsorted(edges, x, side="right") - 1, 0, bins - 1), index=g.index
+            )
+        for key, b in g.groupby(keys, sort=True):
+            complete = b.loc[b["state"] == "COMPLETE", "value"].dropna().to_numpy(np.float64)
+            row = {
+                "arm": arm,
+                "parameter": name,
+                "scale": scale_,
+                "configurations": len(b),
+                "diverged_share": float(b["state"].isin(("DIVERGED", "FAILED")).mean()),
+            }
+            if edges is None:
+                row.update(x=key, bin_low=np.nan, bin_high=np.nan)
+            else:
+                low, high = float(edges[key]), float(edges[key + 1])
+                center = math.sqrt(low * high) if scale_ == "log" else (low + high) / 2
+                row.update(x=center, bin_low=low, bin_high=high)
+            if complete.size:
+                row["best"] = float(complete.min() if direction == "minimize" else complete.max())
+                row["q10"], row["median"], row["q90"] = (
+                    float(v) for v in np.quantile(complete, [0.1, 0.5, 0.9])
+                )
+            else:
+                row.update(best=np.nan, q10=np.nan, median=np.nan, q90=np.nan)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=PROFILE_COLUMNS)
+
+
+def binned_qr(qr: pd.DataFrame, direction: str, bins: int = 20) -> pd.DataFrame:
+    """The Q x R map of many configurations as a grid: per (arm, variant, log-Q bin, log-R
+    bin), the best complete value and the number of configurations."""
+    columns = ["arm", "variant", "q", "r", "best", "configurations"]
+    if qr.empty:
+        return pd.DataFrame(columns=columns)
+    lq, lr = np.log10(qr["q"].astype(float)), np.log10(qr["r"].astype(float))
+    q_edges = np.linspace(lq.min(), lq.max() + 1e-12, bins + 1)
+    r_edges = np.linspace(lr.min(), lr.max() + 1e-12, bins + 1)
+    qi = np.clip(np.searchsorted(q_edges, lq, side="right") - 1, 0, bins - 1)
+    ri = np.clip(np.searchsorted(r_edges, lr, side="right") - 1, 0, bins - 1)
+    frame = qr.assign(qi=qi, ri=ri)
+    agg = "min" if direction == "minimize" else "max"
+    out = (
+        frame.groupby(["arm", "variant", "qi", "ri"], sort=False)
+        .agg(best=("value", agg), configurations=("value", "size"))
+        .reset_index()
+    )
+    q_centers = 10 ** ((q_edges[:-1] + q_edges[1:]) / 2)
+    r_centers = 10 ** ((r_edges[:-1] + r_edges[1:]) / 2)
+    out["q"] = q_centers[out["qi"]]
+    out["r"] = r_centers[out["ri"]]
+    return out[columns]

@@ -13,11 +13,21 @@ import time
 from dataclasses import dataclass
 
 import dash
+import flask
+import pandas as pd
 from dash import Input, Output, State, dcc, html
 
 from ..store import Store
-from ..store.reader import UnknownStudy, studies_frame, study_version
-from .data import StudyAnalysis, load_study_data
+from ..store.reader import (
+    UnknownStudy,
+    arms_frame,
+    metrics_frame,
+    studies_frame,
+    study_record,
+    study_version,
+    trials_frame,
+)
+from .data import StudyAnalysis, StudyData, load_study_data
 from .html import CSS
 from .layout import Layout
 from .panels import Panel, build_panels
@@ -25,16 +35,29 @@ from .panels import Panel, build_panels
 PLOT_CONFIG = {"displaylogo": False}
 
 
+# fANOVA's forest is the slowest analysis (seconds at 10,000 trials): while a study runs, the
+# importance panel is recomputed at most this often and says when it was computed.
+IMPORTANCE_REFRESH_SECONDS = 60.0
+# Re-reading every trial-epoch is cheaper than a query naming more trials than this.
+MAX_TRIALS_TO_REREAD = 5000
+
+
 @dataclass
 class _Built:
     version: tuple
+    data: StudyData
+    analysis: StudyAnalysis
     components: list
     meta: list
     seconds: float
+    importance_at: float
 
 
 class LiveStudies:
-    """Panels per study, rebuilt only when the study's fingerprint changes (thread-safe)."""
+    """Panels per study, rebuilt only when the study's fingerprint changes (thread-safe).
+
+    A rebuild re-reads the trials, but the epochs only of trials that were not finished at the
+    last read: finished trials never change."""
 
     def __init__(self, store: Store, layout: Layout) -> None:
         self.store, self.layout = store, layout
@@ -48,16 +71,47 @@ class LiveStudies:
             if built is not None and built.version == version:
                 return built
             t0 = time.perf_counter()
-            data = load_study_data(self.store, study)
-            panels = build_panels(StudyAnalysis(data), self.layout)
+            data = self._read(study, built.data if built else None)
+            analysis = StudyAnalysis(data)
+            importance_at = time.time()
+            if built is not None and time.time() - built.importance_at < IMPORTANCE_REFRESH_SECONDS:
+                analysis.reuse_importance(built.analysis, built.importance_at)
+                importance_at = built.importance_at
+            panels = build_panels(analysis, self.layout)
             built = _Built(
                 version,
+                data,
+                analysis,
                 [_panel(p, i) for i, p in enumerate(panels)],
                 _meta(data.record, len(data.trials)),
                 time.perf_counter() - t0,
+                importance_at,
             )
             self._built[study] = built
             return built
+
+    def _read(self, study: str, previous: StudyData | None) -> StudyData:
+        if previous is None:
+            return load_study_data(self.store, study)
+        engine = self.store.engine
+        trials = trials_frame(engine, study)
+        done = previous.trials.loc[previous.trials["state"] != "RUNNING", "trial"]
+        reread = set(trials["trial"]) - set(done)
+        if len(reread) > MAX_TRIALS_TO_REREAD:
+            metrics = metrics_frame(engine, study)
+        else:
+            kept = previous.metrics[previous.metrics["trial"].isin(set(done))]
+            fresh = metrics_frame(engine, study, reread) if reread else kept.iloc[0:0]
+            metrics = pd.concat([kept, fresh], ignore_index=True).sort_values(
+                ["trial", "epoch"], ignore_index=True
+            )
+        return StudyData(
+            name=study,
+            record=study_record(engine, study),
+            arms=arms_frame(engine, study),
+            trials=trials,
+            metrics=metrics,
+        )
 
 
 def _table(frame) -> html.Table:
@@ -104,61 +158,50 @@ def _meta(record: dict, trials: int) -> list:
 def create_app(store: Store, layout: Layout, refresh_seconds: float = 5.0) -> dash.Dash:
     live = LiveStudies(store, layout)
     app = dash.Dash(
-        __name__, title="koala-sweep dashboard", update_title=None, serve_locally=True
-    )  # Dash's own scripts from the package: works offline
+        __name__,
+        title="koala-sweep dashboard",
+        update_title=None,
+        serve_locally=True,  # Dash's own scripts from the package: works offline
+    )
     app.index_string = app.index_string.replace("{%css%}", "{%css%}<style>" + CSS + "</style>")
-    app.layout = html.Main(
-        [
-            html.H1(layout.title),
-            html.Div(
-                [
-                    html.Label("study ", htmlFor="study"),
-                    dcc.Dropdown(id="study", clearable=False, style={"width": "420px"}),
-                ],
-                style={"display": "flex", "alignItems": "center", "gap": "8px"},
-            ),
-            html.P(id="study-meta", className="meta"),
-            html.P(id="refresh-info", className="note"),
-            dcc.Interval(id="tick", interval=int(refresh_seconds * 1000)),
-            dcc.Store(id="shown-version"),
-            dcc.Loading(html.Div(id="panels"), type="dot"),
-        ]
-    )
 
-    @app.callback(
-        Output("study", "options"),
-        Output("study", "value"),
-        Input("tick", "n_intervals"),
-        State("study", "value"),
-    )
-    def _studies(_, current):
+    def page():
+        """The page, with the chosen study's panels already in it: a reload costs one request
+        and no rebuild while nothing changed (the panels are kept between requests)."""
         names = list(studies_frame(store.engine)["study"])  # oldest first
-        options = [{"label": n, "value": n} for n in sorted(names)]
-        value = current if current in names else (names[-1] if names else None)
-        return options, value
+        asked = flask.request.args.get("study") if flask.has_request_context() else None
+        study = asked if asked in names else (names[-1] if names else None)
+        panels, meta, key, info = _render(study, None)
+        return html.Main(
+            [
+                html.H1(layout.title),
+                html.Div(
+                    [
+                        html.Label("study ", htmlFor="study"),
+                        dcc.Dropdown(
+                            id="study",
+                            options=[{"label": n, "value": n} for n in sorted(names)],
+                            value=study,
+                            clearable=False,
+                            style={"width": "420px"},
+                        ),
+                    ],
+                    style={"display": "flex", "alignItems": "center", "gap": "8px"},
+                ),
+                html.P(meta, id="study-meta", className="meta"),
+                html.P(info, id="refresh-info", className="note"),
+                dcc.Interval(id="tick", interval=int(refresh_seconds * 1000)),
+                dcc.Store(id="shown-version", data=key),
+                html.Div(panels, id="panels"),
+            ]
+        )
 
-    @app.callback(
-        Output("panels", "children"),
-        Output("study-meta", "children"),
-        Output("shown-version", "data"),
-        Output("refresh-info", "children"),
-        Input("study", "value"),
-        Input("tick", "n_intervals"),
-        State("shown-version", "data"),
-    )
-    def _panels(study, _, shown):
+    def _render(study, shown):
         if not study:
-            return (
-                [
-                    html.P(
-                        "The store has no study yet: launch one with koala-sweep launch.",
-                        className="empty",
-                    )
-                ],
-                "",
-                None,
-                "",
+            empty = html.P(
+                "The store has no study yet: launch one with koala-sweep launch.", className="empty"
             )
+            return [empty], "", None, ""
         try:
             built = live.get(study)
         except UnknownStudy as err:
@@ -171,5 +214,29 @@ def create_app(store: Store, layout: Layout, refresh_seconds: float = 5.0) -> da
         if shown == key:  # nothing new: keep what the browser shows, update the clock only
             return dash.no_update, dash.no_update, dash.no_update, info
         return built.components, built.meta, key, info
+
+    app.layout = page
+
+    @app.callback(
+        Output("study", "options"),
+        Input("tick", "n_intervals"),
+        prevent_initial_call=True,
+    )
+    def _studies(_):
+        names = sorted(studies_frame(store.engine)["study"])
+        return [{"label": n, "value": n} for n in names]
+
+    @app.callback(
+        Output("panels", "children"),
+        Output("study-meta", "children"),
+        Output("shown-version", "data"),
+        Output("refresh-info", "children"),
+        Input("study", "value"),
+        Input("tick", "n_intervals"),
+        State("shown-version", "data"),
+        prevent_initial_call=True,
+    )
+    def _panels(study, _, shown):
+        return _render(study, shown)
 
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
@@ -97,6 +98,25 @@ class StudyAnalysis:
                 evaluators=key,
             )
         return cache[key]
+
+    def reuse_importance(self, other: StudyAnalysis, computed_at: float) -> None:
+        """Take ``other``'s importances instead of recomputing them (the live dashboard does
+        between two fANOVA runs); their notes say when they were computed."""
+        stamp = datetime.fromtimestamp(computed_at).strftime("%H:%M:%S")
+        reused = {}
+        for key, frame in other.__dict__.get("_importance", {}).items():
+            copy = frame.copy()
+            copy.attrs["notes"] = (
+                [
+                    *frame.attrs.get("notes", []),
+                    f"computed at {stamp} on the configurations finished then; recomputed at most "
+                    "once a minute while the study runs",
+                ]
+                if not any("computed at" in n for n in frame.attrs.get("notes", []))
+                else list(frame.attrs.get("notes", []))
+            )
+            reused[key] = copy
+        self.__dict__["_importance"] = reused
 
     def variant_pairs(self, max_distance: float) -> pd.DataFrame:
         return analysis.variant_pairs(self.configurations, self.data.arms, max_distance)

@@ -16,6 +16,7 @@ PALETTE = qualitative.D3
 # Points beyond this many per trace are drawn with WebGL, which stays fluid with 10,000 trials.
 WEBGL_ABOVE = 1000
 DIVERGED_COLOR = "#d62728"
+PAIRS_SCATTER_LIMIT = 300
 
 
 def arm_colors(arms: list[str]) -> dict[str, str]:
@@ -267,12 +268,25 @@ def qr_map_figure(
 
 
 def variants_figure(pairs: pd.DataFrame, metric: str, direction: str) -> go.Figure:
-    """Vanilla (x) against symmetric (y) on matched configurations; the diagonal is a tie."""
+    """Vanilla (x) against symmetric (y) on matched configurations; the diagonal is a tie.
+    With more than ``PAIRS_SCATTER_LIMIT`` pairs: the histogram of the differences."""
     if pairs.empty:
         return empty_figure(
             "no matched vanilla/symmetric pairs (the study did not search "
             "the variant, or no two configurations were close enough)"
         )
+    if len(pairs) > PAIRS_SCATTER_LIMIT:
+        fig = go.Figure()
+        for arm, g in pairs.groupby("arm", sort=False):
+            fig.add_trace(
+                go.Histogram(x=g["symmetric"] - g["vanilla"], name=arm, opacity=0.7, nbinsx=60)
+            )
+        fig.add_vline(x=0, line_dash="dash", line_color="#666")
+        side = "left" if direction == "minimize" else "right"
+        fig.update_xaxes(title=f"symmetric - vanilla {metric} (symmetric better {side} of 0)")
+        fig.update_yaxes(title="matched pairs")
+        fig.update_layout(barmode="overlay")
+        return _base(fig)
     fig = go.Figure()
     lo = float(np.nanmin(pairs[["vanilla", "symmetric"]].to_numpy()))
     hi = float(np.nanmax(pairs[["vanilla", "symmetric"]].to_numpy()))
@@ -437,3 +451,173 @@ def _finite(v) -> bool:
         return math.isfinite(float(v))
     except (TypeError, ValueError):
         return False
+
+
+def sensitivity_profile_figure(
+    profile: pd.DataFrame,
+    regions: pd.DataFrame,
+    arm: str,
+    metric: str,
+    color: str,
+    y_range: tuple[float, float] | None = None,
+) -> go.Figure:
+    """Sensitivity of one arm with many configurations, per bin of each hyperparameter: the
+    best value reached in the bin (solid), the median (dashed) and the 10-90th percentile
+    band of complete configurations; red crosses mark bins where configurations diverged
+    (hover for the share)."""
+    g = profile[profile["arm"] == arm]
+    if g.empty:
+        return empty_figure(f"{arm}: no finished configuration yet")
+    params = list(dict.fromkeys(g["parameter"]))
+    fig = make_subplots(
+        rows=1, cols=len(params), shared_yaxes=True, horizontal_spacing=0.04, subplot_titles=params
+    )
+    bottom, top = y_range if y_range else value_range(g["best"])
+    ceiling = top + 0.08 * (top - bottom if top > bottom else abs(top) or 1.0)
+    for col, name in enumerate(params, start=1):
+        p = g[g["parameter"] == name]
+        scale_ = p["scale"].iloc[0]
+        first = col == 1
+        if scale_ != "categorical":
+            fig.add_trace(
+                go.Scatter(
+                    x=np.concatenate([p["x"], p["x"][::-1]]),
+                    y=np.concatenate([p["q90"], p["q10"][::-1]]),
+                    fill="toself",
+                    fillcolor=color,
+                    opacity=0.15,
+                    line=dict(width=0),
+                    name="10-90th percentile",
+                    legendgroup="band",
+                    showlegend=first,
+                    hoverinfo="skip",
+                    connectgaps=False,
+                ),
+                row=1,
+                col=col,
+            )
+        mode = "lines+markers" if scale_ != "categorical" else "markers"
+        fig.add_trace(
+            go.Scatter(
+                x=p["x"],
+                y=p["median"],
+                mode=mode,
+                name="median",
+                legendgroup="median",
+                showlegend=first,
+                line=dict(color=color, dash="dash", width=1),
+                marker=dict(size=4, color=color),
+                hovertemplate=f"{name}=%{{x}}<br>median {metric}=%{{y:.4g}}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=p["x"],
+                y=p["best"],
+                mode=mode,
+                name="best in bin",
+                legendgroup="best",
+                showlegend=first,
+                line=dict(color=color, width=2),
+                marker=dict(size=6, color=color),
+                customdata=p["configurations"],
+                hovertemplate=f"{name}=%{{x}}<br>best {metric}=%{{y:.4g}}"
+                "<br>%{customdata} configurations<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        bad = p[p["diverged_share"] > 0]
+        if len(bad):
+            fig.add_trace(
+                go.Scatter(
+                    x=bad["x"],
+                    y=np.full(len(bad), ceiling),
+                    mode="markers",
+                    name="diverged in bin",
+                    legendgroup="bad",
+                    showlegend=first,
+                    marker=dict(
+                        color=DIVERGED_COLOR,
+                        symbol="x",
+                        size=5 + 10 * bad["diverged_share"].to_numpy(),
+                    ),
+                    customdata=bad["diverged_share"],
+                    hovertemplate=f"{name}=%{{x}}<br>%{{customdata:.0%}} diverged or failed"
+                    "<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
+        region = regions[(regions["arm"] == arm) & (regions["parameter"] == name)]
+        if len(region) and scale_ != "categorical":
+            fig.add_vrect(
+                x0=float(region["low"].iloc[0]),
+                x1=float(region["high"].iloc[0]),
+                fillcolor="#2ca02c",
+                opacity=0.12,
+                line_width=0,
+                row=1,
+                col=col,
+            )
+        low = p["bin_low"].min() if scale_ != "categorical" else np.nan
+        high = p["bin_high"].max() if scale_ != "categorical" else np.nan
+        fig.update_xaxes(**_axis(scale_, low, high), row=1, col=col)
+    fig.update_yaxes(title=metric, row=1, col=1)
+    span = ceiling - bottom
+    fig.update_yaxes(range=[bottom - 0.04 * span, ceiling + 0.04 * span])
+    return _base(fig, height=380)
+
+
+def qr_heatmap_figure(
+    binned: pd.DataFrame,
+    metric: str,
+    direction: str,
+    q_range: tuple[float, float] | None = None,
+    r_range: tuple[float, float] | None = None,
+) -> go.Figure:
+    """The Q x R map of many configurations: the best value per cell, one panel per arm and
+    variant."""
+    if binned.empty:
+        return empty_figure("no KOALA++ configuration with numeric Q and R")
+    panels = list(dict.fromkeys(zip(binned["arm"], binned["variant"], strict=True)))
+    one_arm = len({a for a, _ in panels}) == 1
+    fig = make_subplots(
+        rows=1,
+        cols=len(panels),
+        shared_yaxes=True,
+        subplot_titles=[f"variant: {v}" if one_arm else f"{a} - variant: {v}" for a, v in panels],
+        horizontal_spacing=0.06,
+    )
+    cmin, cmax = value_range(binned["best"])
+    scale = "Viridis_r" if direction == "minimize" else "Viridis"
+    for col, (arm, variant) in enumerate(panels, start=1):
+        cell = binned[(binned["arm"] == arm) & (binned["variant"] == variant)]
+        grid = cell.pivot_table(index="r", columns="q", values="best", aggfunc="first")
+        counts = cell.pivot_table(index="r", columns="q", values="configurations", aggfunc="first")
+        # One image, not thousands of markers: cheap to draw at any study size.
+        fig.add_trace(
+            go.Heatmap(
+                x=grid.columns,
+                y=grid.index,
+                z=grid.to_numpy(),
+                colorscale=scale,
+                zmin=cmin,
+                zmax=cmax,
+                showscale=col == len(panels),
+                hoverongaps=False,
+                colorbar=dict(title=f"best {metric}") if col == len(panels) else None,
+                customdata=counts.to_numpy(),
+                hovertemplate="Q~%{x:.3g}<br>R~%{y:.3g}<br>best=%{z:.4g}"
+                "<br>%{customdata} configurations<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        q_axis = _axis("log", *q_range) if q_range else {"type": "log", "dtick": 1}
+        fig.update_xaxes(title="Q (process noise)", **q_axis, row=1, col=col)
+    r_axis = _axis("log", *r_range) if r_range else {"type": "log", "dtick": 1}
+    fig.update_yaxes(title="R (measurement noise)", **r_axis, row=1, col=1)
+    return _base(fig, height=420)

@@ -14,10 +14,14 @@ from ..analysis import best_regions, qr_map, time_to_target, verdict
 from ..analysis.curves import best_learning_curves
 from ..analysis.pruning import pruning_savings
 from ..analysis.robustness import within_column
-from ..analysis.sensitivity import search_range
+from ..analysis.sensitivity import binned_profile, binned_qr, search_range
 from . import figures
 from .data import StudyAnalysis
 from .layout import Layout, PanelSpec
+
+# Above this many configurations of an arm, scatters give way to binned summaries: readable,
+# and a page with 10,000 trials still draws in well under a second.
+SCATTER_LIMIT = 1000
 
 
 @dataclass
@@ -131,51 +135,55 @@ def _sensitivity(a: StudyAnalysis, spec: PanelSpec) -> Panel:
     regions = best_regions(sens)
     # One value axis for all arms, so that their sensitivities compare at a glance.
     y_range = figures.value_range(sens["value"])
-    figs = [
-        (arm, figures.sensitivity_figure(sens, regions, arm, d.metric, d.colors[arm], y_range))
-        for arm in d.arms["arm"]
-        if (sens["arm"] == arm).any()
-    ]
+    profile = None
+    figs = []
+    for arm in d.arms["arm"]:
+        points = sens[sens["arm"] == arm]
+        if points.empty:
+            continue
+        if points["configuration"].nunique() > SCATTER_LIMIT:
+            profile = binned_profile(sens, d.direction) if profile is None else profile
+            fig = figures.sensitivity_profile_figure(
+                profile, regions, arm, d.metric, d.colors[arm], y_range
+            )
+        else:
+            fig = figures.sensitivity_figure(sens, regions, arm, d.metric, d.colors[arm], y_range)
+        figs.append((arm, fig))
     if not figs:
         figs = [("", figures.empty_figure("no finished configuration yet"))]
-    return Panel(
-        spec.kind,
-        spec.title,
-        spec.description,
-        figures=figs,
-        notes=[
-            "All arms share the value axis. "
-            f"Green band: the range of the configurations within "
-            f"{spec.tolerance:.0%} of the arm's best. Error bars: std over seeds. "
-            "Open circles: pruned (value when stopped). Red crosses: diverged or "
-            "failed, drawn at the top."
-        ],
-    )
+    notes = [
+        "All arms share the value axis. "
+        f"Green band: the range of the configurations within "
+        f"{spec.tolerance:.0%} of the arm's best. Error bars: std over seeds. "
+        "Open circles: pruned (value when stopped). Red crosses: diverged or "
+        "failed, drawn at the top."
+    ]
+    if profile is not None:
+        notes.append(
+            f"Arms with more than {SCATTER_LIMIT} configurations are drawn per bin: the best "
+            "value in the bin, the median (dashed) and the 10-90th percentile band."
+        )
+    return Panel(spec.kind, spec.title, spec.description, figures=figs, notes=notes)
 
 
 def _qr_map(a: StudyAnalysis, spec: PanelSpec) -> Panel:
     d = a.data
-    return Panel(
-        spec.kind,
-        spec.title,
-        spec.description,
-        figures=[
-            (
-                "",
-                figures.qr_map_figure(
-                    qr_map(a.configurations, d.arms),
-                    d.metric,
-                    d.direction,
-                    search_range(d.arms, "q"),
-                    search_range(d.arms, "r"),
-                ),
-            )
-        ],
-        notes=[
-            "Axes span the searched ranges; hover a point for its learning rate. "
-            "Configurations with an adaptive R are not on this map."
-        ],
-    )
+    qr = qr_map(a.configurations, d.arms)
+    ranges = search_range(d.arms, "q"), search_range(d.arms, "r")
+    notes = [
+        "Axes span the searched ranges; hover a point for its learning rate. "
+        "Configurations with an adaptive R are not on this map."
+    ]
+    if len(qr) > SCATTER_LIMIT:
+        fig = figures.qr_heatmap_figure(binned_qr(qr, d.direction), d.metric, d.direction, *ranges)
+        notes = [
+            f"More than {SCATTER_LIMIT} configurations: each cell shows the best value "
+            "of the configurations in it. Configurations with an adaptive R are not on "
+            "this map."
+        ]
+    else:
+        fig = figures.qr_map_figure(qr, d.metric, d.direction, *ranges)
+    return Panel(spec.kind, spec.title, spec.description, figures=[("", fig)], notes=notes)
 
 
 def _variants(a: StudyAnalysis, spec: PanelSpec) -> Panel:

@@ -8,6 +8,7 @@ queries whatever the study's size (bound parameters only).
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -193,8 +194,12 @@ def _fetch_plain(engine: Engine, query) -> list[tuple]:
             cursor.close()
 
 
-def metrics_frame(engine: Engine, study: str) -> pd.DataFrame:
+def metrics_frame(
+    engine: Engine, study: str, trials: Collection[int] | None = None
+) -> pd.DataFrame:
     """One row per trial-epoch; only the metric columns that hold any value are kept.
+    ``trials``: only these trials (store ids) of the study, for a live view that re-reads
+    just the trials that moved since its last read.
 
     Read for speed (10,000 trials x 50 epochs within the time a dashboard refresh can spend):
     the numeric columns come in one query as plain tuples and become one float array; the rare
@@ -202,6 +207,8 @@ def metrics_frame(engine: Engine, study: str) -> pd.DataFrame:
     """
     sid = _study_id(engine, study)
     study_trials = select(Trial.id).join(Arm, Trial.arm_id == Arm.id).where(Arm.study_id == sid)
+    if trials is not None:
+        study_trials = study_trials.where(Trial.id.in_(sorted(int(t) for t in trials)))
     arms_query = (
         select(Trial.id, Arm.name, Arm.optimizer)
         .join(Arm, Trial.arm_id == Arm.id)
