@@ -57,6 +57,7 @@ def headline(
             "within_5pct": rob.loc[arm, within_column(HEADLINE_TOLERANCE)]
             if arm in rob.index
             else np.nan,
+            "study_within_5pct": rob.loc[arm, "study_within_5pct"] if arm in rob.index else np.nan,
             "diverged_share": rob.loc[arm, "diverged_share"] if arm in rob.index else np.nan,
             "epoch_ratio": cst.loc[arm, "epoch_ratio"] if arm in cst.index else np.nan,
         }
@@ -113,9 +114,14 @@ def verdict(
     robust = head[head["within_5pct"].notna()].sort_values("within_5pct", ascending=False)
     if len(robust):
         out.append(
-            "Share of configurations within 5% of their arm's best: "
+            "Share of configurations within 5% of their arm's own best: "
             + ", ".join(
                 f"{a} {s:.0%}" for a, s in zip(robust["arm"], robust["within_5pct"], strict=True)
+            )
+            + "; within 5% of the best of all arms: "
+            + ", ".join(
+                f"{a} {s:.0%}"
+                for a, s in zip(robust["arm"], robust["study_within_5pct"], strict=True)
             )
             + "."
         )

@@ -26,7 +26,7 @@ from .configurations import searched
 EVALUATORS = ("ped_anova", "fanova")
 IMPORTANCE_COLUMNS = ["arm", "evaluator", "parameter", "importance", "configurations"]
 # Below this many full-budget configurations the importances are noise; say so instead.
-MIN_CONFIGURATIONS = 4
+MIN_CONFIGURATIONS = 8
 # At most this many configurations per arm go into an evaluator (None: all of them).
 MAX_CONFIGURATIONS = {"fanova": 250, "ped_anova": None}
 

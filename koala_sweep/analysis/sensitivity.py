@@ -81,7 +81,8 @@ def best_regions(sens: pd.DataFrame) -> pd.DataFrame:
     """Per (arm, hyperparameter): the range (``low``, ``high``) that the near-best
     configurations span, or for a categorical one the values they take (``values``)."""
     rows = []
-    for (arm, name), group in sens[sens["near_best"]].groupby(["arm", "parameter"], sort=False):
+    near = sens[sens["near_best"].astype(bool)] if len(sens) else sens
+    for (arm, name), group in near.groupby(["arm", "parameter"], sort=False):
         row = {
             "arm": arm,
             "parameter": name,

@@ -83,6 +83,9 @@ def tunability_figure(tun: pd.DataFrame, metric: str, colors: dict[str, str]) ->
         title="configurations tried (k)", tickformat="d", dtick=1 if tun["k"].max() <= 20 else None
     )
     fig.update_yaxes(title=f"expected best {metric}")
+    low, high = float(tun["low"].min()), float(tun["high"].max())
+    if low > 0 and high / low > 10:  # an arm that often fails would flatten the others
+        fig.update_yaxes(type="log", title=f"expected best {metric} (log scale)")
     return _base(fig)
 
 

@@ -80,7 +80,8 @@ def _summary(a: StudyAnalysis, spec: PanelSpec) -> Panel:
                     strict=True,
                 )
             ],
-            "within 5% of best": head["within_5pct"].map(_pct),
+            "within 5% of own best": head["within_5pct"].map(_pct),
+            "within 5% of best of all": head["study_within_5pct"].map(_pct),
             "diverged": head["diverged_share"].map(_pct),
             "time per epoch": [f"{float(r):.2f}x" if _num(r) else "" for r in head["epoch_ratio"]],
         }
@@ -115,6 +116,7 @@ def _robustness(a: StudyAnalysis, spec: PanelSpec) -> Panel:
     )
     for tol in spec.tolerances:
         table[f"within {tol:.0%}"] = r[within_column(tol)].map(_pct)
+    table["within 5% of best of all arms"] = r["study_within_5pct"].map(_pct)
     for state in ("diverged", "failed", "pruned"):
         table[state] = r[f"{state}_share"].map(_pct)
     return Panel(
