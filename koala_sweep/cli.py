@@ -331,6 +331,10 @@ def dashboard(
         f"koala-sweep dashboard on http://{host}:{port}/ (store "
         f"{store.masked_url}); Ctrl-C stops it"
     )
+    import logging
+
+    # One line per browser request (every refresh tick) would drown the useful output.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     create_app(store, chosen, refresh_seconds=refresh).run(host=host, port=port, debug=False)
 
 

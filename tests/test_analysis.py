@@ -20,16 +20,25 @@ def trials(rows: list[dict]) -> pd.DataFrame:
     out = []
     for i, r in enumerate(rows, start=1):
         row = {
-            "study": "s", "arm": r["arm"], "optimizer": r.get("optimizer", r["arm"]),
-            "trial": i, "state": r.get("state", "COMPLETE"), "seed": r.get("seed", 0),
-            "epochs": r.get("epochs", 3), "value": r.get("value"),
+            "study": "s",
+            "arm": r["arm"],
+            "optimizer": r.get("optimizer", r["arm"]),
+            "trial": i,
+            "state": r.get("state", "COMPLETE"),
+            "seed": r.get("seed", 0),
+            "epochs": r.get("epochs", 3),
+            "value": r.get("value"),
         }
         row.update(r.get("params", {}))
-        row.update({
-            "optuna_trial_number": r.get("number", i), "ray_trial_id": f"t{i}",
-            "started_at": T0, "finished_at": T0 + timedelta(seconds=r.get("seconds", 10)),
-            "error": None,
-        })
+        row.update(
+            {
+                "optuna_trial_number": r.get("number", i),
+                "ray_trial_id": f"t{i}",
+                "started_at": T0,
+                "finished_at": T0 + timedelta(seconds=r.get("seconds", 10)),
+                "error": None,
+            }
+        )
         out.append(row)
     return pd.DataFrame(out)
 
@@ -42,15 +51,29 @@ def arms(spaces: dict[str, tuple[str, dict]], budget: int = 10) -> pd.DataFrame:
 
 
 def test_configurations_average_seeds_and_take_the_worst_state():
-    t = trials([
-        {"arm": "a", "number": 0, "seed": 0, "value": 1.0, "params": {"lr": 0.1}},
-        {"arm": "a", "number": 0, "seed": 1, "value": 3.0, "params": {"lr": 0.1}},
-        {"arm": "a", "number": 1, "seed": 0, "value": 0.5, "params": {"lr": 0.2}},
-        {"arm": "a", "number": 1, "seed": 1, "state": "DIVERGED", "value": None,
-         "params": {"lr": 0.2}},
-        {"arm": "a", "number": 2, "seed": 0, "state": "RUNNING", "value": None,
-         "params": {"lr": 0.3}},
-    ])
+    t = trials(
+        [
+            {"arm": "a", "number": 0, "seed": 0, "value": 1.0, "params": {"lr": 0.1}},
+            {"arm": "a", "number": 0, "seed": 1, "value": 3.0, "params": {"lr": 0.1}},
+            {"arm": "a", "number": 1, "seed": 0, "value": 0.5, "params": {"lr": 0.2}},
+            {
+                "arm": "a",
+                "number": 1,
+                "seed": 1,
+                "state": "DIVERGED",
+                "value": None,
+                "params": {"lr": 0.2},
+            },
+            {
+                "arm": "a",
+                "number": 2,
+                "seed": 0,
+                "state": "RUNNING",
+                "value": None,
+                "params": {"lr": 0.3},
+            },
+        ]
+    )
     c = A.configurations(t).set_index("configuration")
     assert c.loc[0, "state"] == "COMPLETE" and c.loc[0, "value"] == 2.0
     assert c.loc[0, "value_std"] == pytest.approx(np.std([1.0, 3.0], ddof=1))
@@ -78,10 +101,14 @@ def test_expected_best_after_k_is_exact_and_brute_force_agrees():
 
 
 def test_diverged_configurations_count_as_the_worst_value_in_tunability():
-    t = trials([
-        {"arm": "a", "value": 1.0}, {"arm": "a", "value": 2.0},
-        {"arm": "b", "value": 1.0}, {"arm": "b", "state": "DIVERGED", "value": None},
-    ])
+    t = trials(
+        [
+            {"arm": "a", "value": 1.0},
+            {"arm": "a", "value": 2.0},
+            {"arm": "b", "value": 1.0},
+            {"arm": "b", "state": "DIVERGED", "value": None},
+        ]
+    )
     tun = A.tunability(A.configurations(t), "minimize").set_index(["arm", "k"])
     # b's diverged configuration stands for the study's worst value, 2.0.
     assert tun.loc[("b", 1), "expected_best"] == pytest.approx(1.5)
@@ -89,11 +116,16 @@ def test_diverged_configurations_count_as_the_worst_value_in_tunability():
 
 
 def test_robustness_shares():
-    t = trials([
-        {"arm": "a", "value": 1.00}, {"arm": "a", "value": 1.04}, {"arm": "a", "value": 1.20},
-        {"arm": "a", "state": "PRUNED", "value": 1.01, "epochs": 1},
-        {"arm": "b", "value": 2.0}, {"arm": "b", "state": "DIVERGED", "value": None},
-    ])
+    t = trials(
+        [
+            {"arm": "a", "value": 1.00},
+            {"arm": "a", "value": 1.04},
+            {"arm": "a", "value": 1.20},
+            {"arm": "a", "state": "PRUNED", "value": 1.01, "epochs": 1},
+            {"arm": "b", "value": 2.0},
+            {"arm": "b", "state": "DIVERGED", "value": None},
+        ]
+    )
     r = A.robustness(A.configurations(t), "minimize").set_index("arm")
     assert r.loc["a", "within_5pct"] == pytest.approx(2 / 4)  # pruned never counts
     assert r.loc["a", "within_25pct"] == pytest.approx(3 / 4)
@@ -106,12 +138,14 @@ def test_robustness_shares():
 
 def test_sensitivity_marks_the_best_region_and_keeps_diverged():
     space = {"lr": {"log_uniform": [0.001, 1.0]}, "momentum": 0.9}
-    t = trials([
-        {"arm": "sgd", "value": 0.50, "params": {"lr": 0.01, "momentum": 0.9}},
-        {"arm": "sgd", "value": 0.51, "params": {"lr": 0.02, "momentum": 0.9}},
-        {"arm": "sgd", "value": 0.90, "params": {"lr": 0.2, "momentum": 0.9}},
-        {"arm": "sgd", "state": "DIVERGED", "params": {"lr": 0.9, "momentum": 0.9}},
-    ])
+    t = trials(
+        [
+            {"arm": "sgd", "value": 0.50, "params": {"lr": 0.01, "momentum": 0.9}},
+            {"arm": "sgd", "value": 0.51, "params": {"lr": 0.02, "momentum": 0.9}},
+            {"arm": "sgd", "value": 0.90, "params": {"lr": 0.2, "momentum": 0.9}},
+            {"arm": "sgd", "state": "DIVERGED", "params": {"lr": 0.9, "momentum": 0.9}},
+        ]
+    )
     c = A.configurations(t)
     sens = A.sensitivity(c, arms({"sgd": ("sgd", space)}), "minimize", tolerance=0.05)
     assert set(sens["parameter"]) == {"lr"}  # constants are not searched
@@ -125,18 +159,35 @@ def test_sensitivity_marks_the_best_region_and_keeps_diverged():
 
 
 def test_variant_pairs_match_equal_other_hyperparameters():
-    space = {"lr": {"grid": [0.1, 0.2]}, "q": {"log_uniform": [0.001, 1.0]},
-             "variant": {"choice": ["vanilla", "symmetric"]}}
+    space = {
+        "lr": {"grid": [0.1, 0.2]},
+        "q": {"log_uniform": [0.001, 1.0]},
+        "variant": {"choice": ["vanilla", "symmetric"]},
+    }
     rows = []
     for n, (lr, q, variant) in enumerate(
         itertools.product([0.1, 0.2], [0.01, 0.1], ["vanilla", "symmetric"])
     ):
         value = 1.0 + lr + (0.05 if variant == "vanilla" else 0.0)
-        rows.append({"arm": "k", "optimizer": "koalapp", "number": n, "value": value,
-                     "params": {"lr": lr, "q": q, "variant": variant}})
+        rows.append(
+            {
+                "arm": "k",
+                "optimizer": "koalapp",
+                "number": n,
+                "value": value,
+                "params": {"lr": lr, "q": q, "variant": variant},
+            }
+        )
     # A lone vanilla configuration far from every symmetric one: no pair.
-    rows.append({"arm": "k", "optimizer": "koalapp", "number": 99, "value": 0.1,
-                 "params": {"lr": 0.1, "q": 0.9, "variant": "vanilla"}})
+    rows.append(
+        {
+            "arm": "k",
+            "optimizer": "koalapp",
+            "number": 99,
+            "value": 0.1,
+            "params": {"lr": 0.1, "q": 0.9, "variant": "vanilla"},
+        }
+    )
     c = A.configurations(trials(rows))
     pairs = A.variant_pairs(c, arms({"k": ("koalapp", space)}), max_distance=0.05)
     assert len(pairs) == 4 and (pairs["distance"] == 0).all()
@@ -145,17 +196,34 @@ def test_variant_pairs_match_equal_other_hyperparameters():
 
 
 def test_qr_map_and_its_binned_form():
-    space = {"q": {"log_uniform": [0.001, 1.0]}, "r": {"log_uniform": [0.001, 10.0]},
-             "variant": {"choice": ["vanilla", "symmetric"]}}
-    t = trials([
-        {"arm": "k", "optimizer": "koalapp", "value": 1.0,
-         "params": {"q": 0.01, "r": 0.1, "variant": "vanilla", "lr": 1.0}},
-        {"arm": "k", "optimizer": "koalapp", "value": 2.0,
-         "params": {"q": 0.011, "r": 0.1, "variant": "vanilla", "lr": 1.0}},
-        {"arm": "k", "optimizer": "koalapp", "value": 3.0,
-         "params": {"q": 0.5, "r": "adaptive", "variant": "symmetric", "lr": 1.0}},
-        {"arm": "adam", "value": 0.5, "params": {"lr": 0.001}},
-    ])
+    space = {
+        "q": {"log_uniform": [0.001, 1.0]},
+        "r": {"log_uniform": [0.001, 10.0]},
+        "variant": {"choice": ["vanilla", "symmetric"]},
+    }
+    t = trials(
+        [
+            {
+                "arm": "k",
+                "optimizer": "koalapp",
+                "value": 1.0,
+                "params": {"q": 0.01, "r": 0.1, "variant": "vanilla", "lr": 1.0},
+            },
+            {
+                "arm": "k",
+                "optimizer": "koalapp",
+                "value": 2.0,
+                "params": {"q": 0.011, "r": 0.1, "variant": "vanilla", "lr": 1.0},
+            },
+            {
+                "arm": "k",
+                "optimizer": "koalapp",
+                "value": 3.0,
+                "params": {"q": 0.5, "r": "adaptive", "variant": "symmetric", "lr": 1.0},
+            },
+            {"arm": "adam", "value": 0.5, "params": {"lr": 0.001}},
+        ]
+    )
     a = arms({"k": ("koalapp", space), "adam": ("adam", {"lr": {"log_uniform": [1e-4, 1e-2]}})})
     qr = A.qr_map(A.configurations(t), a)
     assert len(qr) == 2 and set(qr["arm"]) == {"k"}  # adaptive R is not on the map
@@ -168,20 +236,37 @@ def test_importance_uses_full_budget_configurations_only():
     rows = []
     for n in range(40):
         a_, b_ = float(rng.uniform(0, 1)), float(rng.uniform(0, 1))
-        rows.append({"arm": "x", "number": n, "value": (a_ - 0.3) ** 2 + 0.001 * b_,
-                     "epochs": 5, "params": {"a": a_, "b": b_}})
+        rows.append(
+            {
+                "arm": "x",
+                "number": n,
+                "value": (a_ - 0.3) ** 2 + 0.001 * b_,
+                "epochs": 5,
+                "params": {"a": a_, "b": b_},
+            }
+        )
     for n in range(40, 60):  # pruned early: must not enter the computation
-        rows.append({"arm": "x", "number": n, "state": "PRUNED", "value": 9.0, "epochs": 2,
-                     "params": {"a": 0.5, "b": 0.5}})
+        rows.append(
+            {
+                "arm": "x",
+                "number": n,
+                "state": "PRUNED",
+                "value": 9.0,
+                "epochs": 2,
+                "params": {"a": 0.5, "b": 0.5},
+            }
+        )
     space = {"a": {"uniform": [0.0, 1.0]}, "b": {"uniform": [0.0, 1.0]}}
-    imp = A.importance(A.configurations(trials(rows)), arms({"x": ("sgd", space)}),
-                       "minimize", epochs=5)
+    imp = A.importance(
+        A.configurations(trials(rows)), arms({"x": ("sgd", space)}), "minimize", epochs=5
+    )
     for evaluator in ("ped_anova", "fanova"):
         e = imp[imp["evaluator"] == evaluator].set_index("parameter")
         assert e.loc["a", "importance"] > 0.7, evaluator
         assert e.loc["a", "configurations"] == 40
-    few = A.importance(A.configurations(trials(rows[:5])), arms({"x": ("sgd", space)}),
-                       "minimize", epochs=5)
+    few = A.importance(
+        A.configurations(trials(rows[:5])), arms({"x": ("sgd", space)}), "minimize", epochs=5
+    )
     assert few.empty and "at least" in few.attrs["notes"][0]
 
 
@@ -190,22 +275,35 @@ def _metrics(t: pd.DataFrame, curves: dict[int, list[float]]) -> pd.DataFrame:
     for trial, values in curves.items():
         arm = t.loc[t["trial"] == trial, "arm"].iloc[0]
         for e, v in enumerate(values, start=1):
-            rows.append({"study": "s", "arm": arm, "optimizer": arm, "trial": trial, "epoch": e,
-                         "val_loss": v, "epoch_seconds": 10.0 if arm == "a" else 5.0,
-                         "step_seconds": 0.2 if arm == "a" else 0.1})
+            rows.append(
+                {
+                    "study": "s",
+                    "arm": arm,
+                    "optimizer": arm,
+                    "trial": trial,
+                    "epoch": e,
+                    "val_loss": v,
+                    "epoch_seconds": 10.0 if arm == "a" else 5.0,
+                    "step_seconds": 0.2 if arm == "a" else 0.1,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def test_learning_curves_time_to_target_cost_and_pruning():
-    t = trials([
-        {"arm": "a", "number": 0, "seed": 0, "value": 0.5},
-        {"arm": "a", "number": 0, "seed": 1, "value": 0.7},
-        {"arm": "a", "number": 1, "seed": 0, "value": 0.9},
-        {"arm": "b", "number": 0, "value": 0.8},
-        {"arm": "b", "number": 1, "state": "PRUNED", "value": 1.5, "epochs": 1},
-    ])
-    m = _metrics(t, {1: [1.0, 0.7, 0.5], 2: [1.2, 0.9, 0.7], 3: [1.0, 0.95, 0.9],
-                     4: [0.9, 0.8, 0.8], 5: [1.5]})
+    t = trials(
+        [
+            {"arm": "a", "number": 0, "seed": 0, "value": 0.5},
+            {"arm": "a", "number": 0, "seed": 1, "value": 0.7},
+            {"arm": "a", "number": 1, "seed": 0, "value": 0.9},
+            {"arm": "b", "number": 0, "value": 0.8},
+            {"arm": "b", "number": 1, "state": "PRUNED", "value": 1.5, "epochs": 1},
+        ]
+    )
+    m = _metrics(
+        t,
+        {1: [1.0, 0.7, 0.5], 2: [1.2, 0.9, 0.7], 3: [1.0, 0.95, 0.9], 4: [0.9, 0.8, 0.8], 5: [1.5]},
+    )
     c = A.configurations(t)
     curves = A.best_learning_curves(c, t, m, "val_loss", "minimize")
     a = curves[curves["arm"] == "a"]
@@ -224,14 +322,17 @@ def test_learning_curves_time_to_target_cost_and_pruning():
 
 
 def test_headline_and_verdict_say_the_numbers():
-    t = trials([{"arm": "koala", "optimizer": "koalapp", "value": v} for v in (0.5, 0.6)]
-               + [{"arm": "adam", "value": v} for v in (0.4, 0.8)]
-               + [{"arm": "adam", "state": "DIVERGED"}])
+    t = trials(
+        [{"arm": "koala", "optimizer": "koalapp", "value": v} for v in (0.5, 0.6)]
+        + [{"arm": "adam", "value": v} for v in (0.4, 0.8)]
+        + [{"arm": "adam", "state": "DIVERGED"}]
+    )
     c = A.configurations(t)
     a = arms({"koala": ("koalapp", {}), "adam": ("adam", {})}, budget=3)
     m = _metrics(t, {1: [0.5], 2: [0.6], 3: [0.4], 4: [0.8]})
-    head = A.headline(c, a, A.tunability(c, "minimize"), A.robustness(c, "minimize"),
-                      A.cost(m), "minimize")
+    head = A.headline(
+        c, a, A.tunability(c, "minimize"), A.robustness(c, "minimize"), A.cost(m), "minimize"
+    )
     h = head.set_index("arm")
     assert h.loc["adam", "best"] == 0.4 and h.loc["koala", "finished"] == 2
     assert h.loc["adam", "k"] == 2  # the equal budget: koala finished only 2

@@ -34,9 +34,10 @@ def synthetic_url(tmp_path_factory):
     return url
 
 
-def check_rendered(watch, html_path: Path, name: str) -> int:
-    """Open a report in Chromium: no JavaScript error, no network request, every figure drawn
-    with data; returns the number of panels."""
+def check_rendered(watch, html_path: Path, name: str) -> tuple[int, set[str]]:
+    """Open a report in Chromium: no JavaScript error, no network request, every figure drawn,
+    with data or with a message saying why there is none. Returns the number of panels and
+    the kinds of the panels without data."""
     watch.page.goto(html_path.resolve().as_uri())
     watch.page.wait_for_function(
         "() => [...document.querySelectorAll('.js-plotly-plot')]"
@@ -44,19 +45,24 @@ def check_rendered(watch, html_path: Path, name: str) -> int:
         timeout=60_000,
     )
     panels = watch.page.query_selector_all("section.panel")
+    without_data = set()
     for panel in panels:
         kind = panel.get_attribute("data-kind")
-        traces = panel.evaluate(
-            "p => [...p.querySelectorAll('.js-plotly-plot')].map(g => g.data.length)"
+        figures = panel.evaluate(
+            "p => [...p.querySelectorAll('.js-plotly-plot')].map(g => [g.data.length,"
+            " (g.layout.annotations || []).map(a => a.text).join(' ')])"
         )
         rows = panel.evaluate("p => p.querySelectorAll('table tbody tr').length")
-        assert traces or rows, f"panel {kind} shows neither a figure nor a table"
-        assert all(n > 0 for n in traces), f"panel {kind} has a figure without data"
+        assert figures or rows, f"panel {kind} shows neither a figure nor a table"
+        for traces, message in figures:
+            if traces == 0:
+                assert message, f"panel {kind} has an empty figure that does not say why"
+                without_data.add(kind)
     watch.screenshot(name)
     assert watch.errors == []
     offline = [u for u in watch.requests if not u.startswith(("file:", "data:", "blob:"))]
     assert offline == [], f"the report made network requests: {offline[:5]}"
-    return len(panels)
+    return len(panels), without_data
 
 
 @pytest.mark.slow
@@ -78,8 +84,8 @@ def test_report_of_2000_trials_is_fast_self_contained_and_renders(
     assert text.index("The answer in numbers") < text.index("What tuning buys")
     # The study file and the environment close the report.
     assert "name: synthetic" in text and "Environment" in text
-    n = check_rendered(watched_page, out, "report-synthetic-2000-trials")
-    assert n == len(load_layout().panels)
+    n, without_data = check_rendered(watched_page, out, "report-synthetic-2000-trials")
+    assert n == len(load_layout().panels) and without_data == set()
     # Every figure kind drew data here: importance had enough full-budget configurations.
     assert "not enough full-budget configurations" not in text
 
@@ -91,8 +97,18 @@ def test_png_and_pdf_figures(synthetic_url, tmp_path):
         "  - {kind: tunability, title: Tuning}\n"
     )
     for fmt, magic in (("png", b"\x89PNG"), ("pdf", b"%PDF")):
-        result = _cli("report", "synthetic", "--storage", synthetic_url, "--format", fmt,
-                      "--layout", str(layout_file), "-o", str(tmp_path / fmt))
+        result = _cli(
+            "report",
+            "synthetic",
+            "--storage",
+            synthetic_url,
+            "--format",
+            fmt,
+            "--layout",
+            str(layout_file),
+            "-o",
+            str(tmp_path / fmt),
+        )
         assert result.returncode == 0, result.stderr
         files = sorted((tmp_path / fmt).iterdir())
         assert [f.name for f in files] == [f"01-summary-table.{fmt}", f"02-tunability.{fmt}"]
@@ -119,11 +135,23 @@ def test_study_without_finished_trials_says_so(tmp_path, watched_page):
     url = f"sqlite:///{tmp_path}/store.db"
     store = open_store(url)
     w = store.writer
-    sid = w.create_study("fresh", "name: fresh\nepochs: 3\n", workload="fashion_mnist_cnn",
-                         metric="val_loss", direction="minimize", package_versions={},
-                         device="cpu")
-    arm = w.add_arm(sid, "adam", optimizer="adam", search_space={"lr": {"log_uniform":
-                    [1e-4, 1e-2]}}, budget=4, optuna_study_name="fresh/adam")
+    sid = w.create_study(
+        "fresh",
+        "name: fresh\nepochs: 3\n",
+        workload="fashion_mnist_cnn",
+        metric="val_loss",
+        direction="minimize",
+        package_versions={},
+        device="cpu",
+    )
+    arm = w.add_arm(
+        sid,
+        "adam",
+        optimizer="adam",
+        search_space={"lr": {"log_uniform": [1e-4, 1e-2]}},
+        budget=4,
+        optuna_study_name="fresh/adam",
+    )
     w.start_trial(arm, {"lr": 0.001}, seed=0, optuna_trial_number=0)
     (path,) = write_report(store, "fresh", tmp_path / "fresh.html")
     text = path.read_text()
@@ -135,7 +163,14 @@ def test_study_without_finished_trials_says_so(tmp_path, watched_page):
 
 
 def test_report_never_shows_a_storage_password():
-    record = {"name": "s", "workload": "w", "metric": "m", "direction": "minimize",
-              "created_at": "2026-01-01", "spec_yaml": "name: s\n", "package_versions": {}}
+    record = {
+        "name": "s",
+        "workload": "w",
+        "metric": "m",
+        "direction": "minimize",
+        "created_at": "2026-01-01",
+        "spec_yaml": "name: s\n",
+        "package_versions": {},
+    }
     text = report_html(record, [], "t", "postgresql+psycopg://ana:s3cret@db:5432/k", {})
     assert "s3cret" not in text and "ana:***@db" in text

@@ -103,6 +103,25 @@ def test_round_trip_gives_tidy_frames(store_url):
     assert studies.loc[0, "study"] == "demo" and studies.loc[0, "trials"] == 6
 
 
+def test_metrics_of_some_trials_and_the_progress_fingerprint(store_url):
+    from koala_sweep.store.reader import arms_frame, metrics_frame, study_version
+
+    store = open_store(store_url)
+    _, ids = fill(store)
+    some = metrics_frame(store.engine, "demo", ids[1:3])  # an IN list of bound parameters
+    assert sorted(set(some["trial"])) == ids[1:3] and len(some) == 2 * 4
+    arms = arms_frame(store.engine, "demo")
+    assert list(arms["arm"]) == ["koalapp", "adam"] and arms["search_space"].map(dict).all()
+    before = study_version(store.engine, "demo")
+    aid = int(store.engine.connect().exec_driver_sql("SELECT min(id) FROM koala_arm").scalar())
+    tid = store.writer.start_trial(aid, {"lr": 0.1}, seed=9, optuna_trial_number=9)
+    started = study_version(store.engine, "demo")
+    store.writer.record_epochs([epoch_row(tid, 1, {"val_loss": 1.0})])
+    reported = study_version(store.engine, "demo")
+    assert len({before, started, reported}) == 3  # each kind of progress changes it
+    assert study_version(store.engine, "demo") == reported  # and nothing else does
+
+
 def test_non_finite_and_unknown_metrics_survive(store_url):
     store = open_store(store_url)
     _, ids = fill(store, trials=1, epochs=1)

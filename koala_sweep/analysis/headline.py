@@ -11,6 +11,23 @@ from .configurations import KOALA_OPTIMIZERS, best_configurations, oriented
 from .robustness import within_column
 
 HEADLINE_TOLERANCE = 0.05
+HEADLINE_COLUMNS = [
+    "arm",
+    "optimizer",
+    "finished",
+    "budget",
+    "best",
+    "best_std",
+    "median",
+    "k",
+    "expected_best_at_k",
+    "expected_best_low",
+    "expected_best_high",
+    "within_5pct",
+    "study_within_5pct",
+    "diverged_share",
+    "epoch_ratio",
+]
 
 
 def equal_budget(configs: pd.DataFrame) -> int:
@@ -62,7 +79,7 @@ def headline(
             "epoch_ratio": cst.loc[arm, "epoch_ratio"] if arm in cst.index else np.nan,
         }
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=HEADLINE_COLUMNS)
 
 
 def _fmt(x: float) -> str:

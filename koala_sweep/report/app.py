@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from urllib.parse import parse_qs, urlencode, urlparse
 
 import dash
 import flask
@@ -155,6 +156,18 @@ def _meta(record: dict, trials: int) -> list:
     return parts
 
 
+def _asked_study() -> str | None:
+    """The study named in the page's address (``/?study=NAME``). Dash fetches the layout with
+    a request of its own, so the address the user opened comes as that request's referrer."""
+    if not flask.has_request_context():
+        return None
+    for url in (flask.request.url, flask.request.referrer or ""):
+        values = parse_qs(urlparse(url).query).get("study")
+        if values:
+            return values[0]
+    return None
+
+
 def create_app(store: Store, layout: Layout, refresh_seconds: float = 5.0) -> dash.Dash:
     live = LiveStudies(store, layout)
     app = dash.Dash(
@@ -169,7 +182,7 @@ def create_app(store: Store, layout: Layout, refresh_seconds: float = 5.0) -> da
         """The page, with the chosen study's panels already in it: a reload costs one request
         and no rebuild while nothing changed (the panels are kept between requests)."""
         names = list(studies_frame(store.engine)["study"])  # oldest first
-        asked = flask.request.args.get("study") if flask.has_request_context() else None
+        asked = _asked_study()
         study = asked if asked in names else (names[-1] if names else None)
         panels, meta, key, info = _render(study, None)
         return html.Main(
@@ -191,6 +204,8 @@ def create_app(store: Store, layout: Layout, refresh_seconds: float = 5.0) -> da
                 html.P(meta, id="study-meta", className="meta"),
                 html.P(info, id="refresh-info", className="note"),
                 dcc.Interval(id="tick", interval=int(refresh_seconds * 1000)),
+                # Keeps the chosen study in the address, so that a reload shows it again.
+                dcc.Location(id="url", refresh=False),
                 dcc.Store(id="shown-version", data=key),
                 html.Div(panels, id="panels"),
             ]
@@ -216,6 +231,10 @@ def create_app(store: Store, layout: Layout, refresh_seconds: float = 5.0) -> da
         return built.components, built.meta, key, info
 
     app.layout = page
+
+    @app.callback(Output("url", "search"), Input("study", "value"), prevent_initial_call=True)
+    def _remember(study):
+        return "?" + urlencode({"study": study}) if study else ""
 
     @app.callback(
         Output("study", "options"),

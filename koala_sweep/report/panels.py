@@ -3,6 +3,7 @@ analyses. The HTML report and the Dash app render the same panels."""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from ..analysis.sensitivity import binned_profile, binned_qr, search_range
 from . import figures
 from .data import StudyAnalysis
 from .layout import Layout, PanelSpec
+
+log = logging.getLogger(__name__)
 
 # Above this many configurations of an arm, scatters give way to binned summaries: readable,
 # and a page with 10,000 trials still draws in well under a second.
@@ -320,4 +323,20 @@ BUILDERS: dict[str, Callable[[StudyAnalysis, PanelSpec], Panel]] = {
 
 
 def build_panels(a: StudyAnalysis, layout: Layout) -> list[Panel]:
-    return [BUILDERS[spec.kind](a, spec) for spec in layout.panels]
+    """Every panel of the layout. A panel that fails to build shows why instead of taking the
+    whole report or dashboard down with it (and the error goes to the log)."""
+    panels = []
+    for spec in layout.panels:
+        try:
+            panels.append(BUILDERS[spec.kind](a, spec))
+        except Exception as err:  # noqa: BLE001 - one broken panel must not hide the others
+            log.exception("panel %s of study %s failed", spec.kind, a.data.name)
+            panels.append(
+                Panel(
+                    spec.kind,
+                    spec.title,
+                    spec.description,
+                    notes=[f"This panel could not be drawn: {type(err).__name__}: {err}"],
+                )
+            )
+    return panels
