@@ -187,6 +187,8 @@ def launch(
         error(str(err))
         raise typer.Exit(2) from None
     stdout.print(f"\nResults are in {result.storage} (study {result.study}). See them with:")
+    stdout.print(f"  koala-sweep report {result.study}" + _storage_flag(storage))
+    stdout.print("  koala-sweep dashboard" + _storage_flag(storage))
     stdout.print(f"  koala-sweep status {result.study}" + _storage_flag(storage))
     stdout.print(
         f"  koala-sweep export {result.study} -o {result.study}.csv" + _storage_flag(storage)

@@ -174,3 +174,34 @@ def test_report_never_shows_a_storage_password():
     }
     text = report_html(record, [], "t", "postgresql+psycopg://ana:s3cret@db:5432/k", {})
     assert "s3cret" not in text and "ana:***@db" in text
+
+
+def test_a_failing_panel_says_why_and_the_others_still_render(synthetic_url, tmp_path, monkeypatch):
+    from koala_sweep.report import panels
+
+    def broken(a, spec):
+        raise ZeroDivisionError("a bug in one panel")
+
+    monkeypatch.setitem(panels.BUILDERS, "robustness", broken)
+    store = open_store(synthetic_url, create=False)
+    (path,) = write_report(store, "synthetic", tmp_path / "r.html")
+    text = path.read_text()
+    assert "This panel could not be drawn: ZeroDivisionError: a bug in one panel" in text
+    assert text.count('class="panel"') == len(load_layout().panels)
+
+
+def test_a_study_without_arms_yet_gets_a_report(tmp_path):
+    # The launcher writes the study before its arms: a reader can arrive in between.
+    store = open_store(f"sqlite:///{tmp_path}/store.db")
+    store.writer.create_study(
+        "early",
+        "name: early\nepochs: 2\n",
+        workload="w",
+        metric="val_loss",
+        direction="minimize",
+        package_versions={},
+        device="cpu",
+    )
+    (path,) = write_report(store, "early", tmp_path / "early.html")
+    text = path.read_text()
+    assert "no finished trials yet" in text and "could not be drawn" not in text

@@ -170,12 +170,18 @@ def sensitivity_figure(
 
 
 def value_range(values: pd.Series) -> tuple[float, float]:
-    """Lowest value to the 98th percentile: one wild pruned or nearly diverged value does not
-    squash the rest of a plot."""
-    finite = values[np.isfinite(values.astype(float))]
+    """A robust range of values: from the lowest to the 98th percentile, and never above the
+    median plus three times its distance to the lowest, so that a few wild values (a pruned
+    configuration at loss 45 among losses near 0.5) do not squash the rest of a plot. Values
+    beyond are drawn at the edge; hovering shows them."""
+    finite = values[np.isfinite(values.astype(float))].astype(float)
     if finite.empty:
         return 0.0, 1.0
-    return float(finite.min()), float(finite.quantile(0.98))
+    low, median = float(finite.min()), float(finite.median())
+    high = float(finite.quantile(0.98))
+    if median > low:
+        high = min(high, median + 3 * (median - low))
+    return low, high
 
 
 def _axis(scale_: str, low: float, high: float) -> dict:
@@ -215,10 +221,7 @@ def qr_map_figure(
         subplot_titles=[f"variant: {v}" if one_arm else f"{a} - variant: {v}" for a, v in panels],
         horizontal_spacing=0.06,
     )
-    finite = qr["value"][np.isfinite(qr["value"].astype(float))]
-    cmin, cmax = (
-        (float(finite.quantile(0.02)), float(finite.quantile(0.98))) if len(finite) else (0.0, 1.0)
-    )
+    cmin, cmax = value_range(qr["value"])
     scale = "Viridis_r" if direction == "minimize" else "Viridis"  # bright = good
     for col, (arm, variant) in enumerate(panels, start=1):
         v = qr[(qr["arm"] == arm) & (qr["variant"] == variant)]
