@@ -384,7 +384,12 @@ def learning_curves_figure(
                 hovertemplate=f"{arm}<br>{x}=%{{x:.4g}}<br>{metric}=%{{y:.4g}}<extra></extra>",
             )
         )
-    fig.update_xaxes(title="epoch" if x == "epoch" else "wall time (s)")
+    if x == "epoch":
+        fig.update_xaxes(
+            title="epoch", tickformat="d", dtick=1 if curves["epoch"].max() <= 20 else None
+        )
+    else:
+        fig.update_xaxes(title="wall time (s)")
     fig.update_yaxes(title=metric)
     return _base(fig)
 
