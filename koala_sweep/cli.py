@@ -172,6 +172,7 @@ def launch(
     from .console import error, stdout
     from .spec import SpecError
     from .store import SchemaError, StoreConflict, StoreError, StoreURLError
+    from .store.retry import StoreUnavailable
 
     if address is None or address.split(":")[0] in ("127.0.0.1", "localhost"):
         import os
@@ -186,6 +187,11 @@ def launch(
     except (SpecError, StoreConflict, SchemaError, StoreError, StoreURLError) as err:
         error(str(err))
         raise typer.Exit(2) from None
+    except StoreUnavailable as err:
+        # Not the user's input: the database went away for longer than the retry window.
+        # What was finished is in the store; the same command resumes the study.
+        error(f"{err}; run the same command again to resume once the store is back")
+        raise typer.Exit(1) from None
     stdout.print(f"\nResults are in {result.storage} (study {result.study}). See them with:")
     stdout.print(f"  koala-sweep report {result.study}" + _storage_flag(storage))
     stdout.print("  koala-sweep dashboard" + _storage_flag(storage))

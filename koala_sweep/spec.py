@@ -99,6 +99,10 @@ class PrunerSpec(BaseModel):
 class ResourcesSpec(_Strict):
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
+    # Host memory (GiB) a trial may allocate beyond what its worker held when it started:
+    # reserved in Ray's scheduler and enforced in the worker (an allocation past it fails and
+    # the trial is FAILED "out of memory" instead of taking the machine down).
+    memory_gb: float | None = Field(None, gt=0)
 
 
 class ArmSpec(_Strict):

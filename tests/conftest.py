@@ -74,6 +74,44 @@ def _as_postgres(command: str) -> None:
     subprocess.run(["su", "postgres", "-c", command], check=True, capture_output=True, timeout=120)
 
 
+class PostgresServer:
+    """A throwaway PostgreSQL 15 server on 127.0.0.1 (initdb as user postgres, free port)."""
+
+    def __init__(self) -> None:
+        # Not under pytest's tmp dirs: those are private to root, and the server runs as
+        # postgres.
+        self.base = Path(tempfile.mkdtemp(prefix="koala-sweep-pg-"))
+        shutil.chown(self.base, "postgres", "postgres")
+        self.data = self.base / "data"
+        self.port = _free_port()
+        _as_postgres(f"{PG_BIN}/initdb -D {self.data} -U postgres -A trust")
+        self.start()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        _as_postgres(
+            f"{PG_BIN}/pg_ctl -D {self.data} -l {self.base}/server.log -w -o "
+            f"'-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1' start"
+        )
+
+    def stop(self) -> None:
+        _as_postgres(f"{PG_BIN}/pg_ctl -D {self.data} -m fast -w stop")
+
+    def remove(self) -> None:
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+
+def require_postgres_binaries() -> None:
+    if not (PG_BIN / "initdb").exists() or os.geteuid() != 0:
+        reason = "needs PostgreSQL 15 server binaries and root (initdb runs as user postgres)"
+        if os.environ.get("KOALA_SWEEP_REQUIRE_POSTGRES"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     """A throwaway PostgreSQL server on 127.0.0.1 for the whole test session (or the server
@@ -83,26 +121,12 @@ def postgres_server():
     if given:
         yield given
         return
-    if not (PG_BIN / "initdb").exists() or os.geteuid() != 0:
-        reason = "needs PostgreSQL 15 server binaries and root (initdb runs as user postgres)"
-        if os.environ.get("KOALA_SWEEP_REQUIRE_POSTGRES"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    # Not under pytest's tmp dirs: those are private to root, and the server runs as postgres.
-    base = Path(tempfile.mkdtemp(prefix="koala-sweep-pg-"))
-    shutil.chown(base, "postgres", "postgres")
-    data = base / "data"
-    port = _free_port()
-    _as_postgres(f"{PG_BIN}/initdb -D {data} -U postgres -A trust")
-    _as_postgres(
-        f"{PG_BIN}/pg_ctl -D {data} -l {base}/server.log -w -o "
-        f"'-p {port} -k {base} -c listen_addresses=127.0.0.1' start"
-    )
+    require_postgres_binaries()
+    server = PostgresServer()
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+        yield server.url
     finally:
-        _as_postgres(f"{PG_BIN}/pg_ctl -D {data} -m fast -w stop")
-        shutil.rmtree(base, ignore_errors=True)
+        server.remove()
 
 
 def _admin(server_url: str, sql: str) -> None:

@@ -55,15 +55,16 @@ class Store:
 
     def optuna_storage(self):
         """Optuna's RDB storage on the same database, so that ``optuna.load_study(
-        study_name=..., storage=URL)`` and optuna-dashboard open a study's arms directly."""
-        import optuna
+        study_name=..., storage=URL)`` and optuna-dashboard open a study's arms directly.
+        Its calls retry while the database is unreachable, like the store's writes."""
+        from .optuna_storage import RetryingRDBStorage
 
         kwargs = {}
         if parse_url(self.url).get_backend_name() == "sqlite":
             kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
         else:
             kwargs = {"pool_pre_ping": True}
-        return optuna.storages.RDBStorage(self.url, engine_kwargs=kwargs)
+        return RetryingRDBStorage(self.url, engine_kwargs=kwargs)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -218,6 +218,7 @@ def launch(
                 "metric": spec.metric,
                 "cpus": spec.resources.cpu,
                 "gpus": spec.resources.gpu,
+                "memory_gb": spec.resources.memory_gb,
             }
             grid = _grid_left(arm, study) if arm.has_grid else None
             searcher = ArmSearcher(
@@ -238,9 +239,7 @@ def launch(
             )
             callback.searcher = searcher
             tuner = tune.Tuner(
-                tune.with_resources(
-                    train_configuration, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
-                ),
+                tune.with_resources(train_configuration, _trial_resources(spec)),
                 tune_config=tune.TuneConfig(
                     search_alg=searcher,
                     scheduler=OptunaPruningScheduler(searcher),
@@ -271,6 +270,13 @@ def _grid_left(arm, study: optuna.Study) -> list[dict]:
         if t.number not in interrupted
     }
     return [p for p in grid_points(arm) if tuple(p[k] for k in axes) not in done]
+
+
+def _trial_resources(spec: StudySpec) -> dict[str, float]:
+    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    if spec.resources.memory_gb is not None:
+        resources["memory"] = spec.resources.memory_gb * 2**30  # Ray counts bytes
+    return resources
 
 
 def _jsonable(params: dict) -> dict:

@@ -6,20 +6,72 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import traceback
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from ray import tune
 
 
 def train_configuration(config: dict[str, Any]) -> None:
+    limit_gb = config.get("memory_gb")
     try:
-        _train(config)
-    except Exception:
+        # The libraries are loaded before the limit applies: it bounds what the trial
+        # allocates (data, model, optimizer state), not the code it runs.
+        import torch  # noqa: F401
+
+        from ..workloads import loop  # noqa: F401
+
+        with memory_limit(limit_gb):
+            _train(config)
+    except Exception as err:
         # The traceback travels to the launcher as a result, so that the store keeps it
         # whatever Ray does with its own error files; then the trial fails as usual.
-        tune.report({"trial_error": traceback.format_exc(), "value": math.nan, "epoch": 0})
+        text = traceback.format_exc()
+        if is_out_of_memory(err):
+            where = (
+                f"its limit of {limit_gb:g} GiB (resources.memory_gb)"
+                if limit_gb
+                else ("the memory available")
+            )
+            text = f"out of memory: the trial needed more than {where}\n{text}"
+        tune.report({"trial_error": text, "value": math.nan, "epoch": 0})
         raise
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Host or GPU memory exhausted: Python's MemoryError, or PyTorch's allocator failing."""
+    if isinstance(err, MemoryError):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text.lower()
+    )
+
+
+@contextmanager
+def memory_limit(gib: float | None):
+    """Cap the data this process may allocate at its current size plus ``gib`` (RLIMIT_DATA:
+    heap and anonymous mappings, which is where tensors live), restored afterwards because
+    Ray may reuse the worker for another trial."""
+    if gib is None:
+        yield
+        return
+    import resource
+
+    status = Path("/proc/self/status").read_text()
+    in_use = int(re.search(r"VmData:\s+(\d+) kB", status).group(1)) * 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    cap = in_use + int(gib * 2**30)
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
 
 
 def _train(config: dict[str, Any]) -> None:
