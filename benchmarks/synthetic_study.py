@@ -35,8 +35,11 @@ ARMS = {
     "sgd": ("sgd", {"lr": {"log_uniform": [0.001, 0.5]}, "momentum": 0.9}),
 }
 # Where each arm is best (log10 of lr) and how fast it gets worse away from it.
-OPTIMUM = {"koalapp": (math.log10(0.3), 0.35), "adam": (math.log10(0.002), 0.25),
-           "sgd": (math.log10(0.05), 0.3)}
+OPTIMUM = {
+    "koalapp": (math.log10(0.3), 0.35),
+    "adam": (math.log10(0.002), 0.25),
+    "sgd": (math.log10(0.05), 0.3),
+}
 
 
 def spec_yaml(name: str, configurations: int, epochs: int, seeds: int) -> str:
@@ -53,11 +56,18 @@ def spec_yaml(name: str, configurations: int, epochs: int, seeds: int) -> str:
         "arms:",
     ]
     for arm, (optimizer, space) in ARMS.items():
-        lines += [f"  {arm}:", f"    optimizer: {optimizer}", f"    trials: {configurations}",
-                  "    params:"]
+        lines += [
+            f"  {arm}:",
+            f"    optimizer: {optimizer}",
+            f"    trials: {configurations}",
+            "    params:",
+        ]
         for key, value in space.items():
-            text = (f"{{{next(iter(value))}: {list(next(iter(value.values())))}}}"
-                    if isinstance(value, dict) else str(value))
+            text = (
+                f"{{{next(iter(value))}: {list(next(iter(value.values())))}}}"
+                if isinstance(value, dict)
+                else str(value)
+            )
             lines.append(f"      {key}: {text.replace(chr(39), '')}")
     return "\n".join(lines) + "\n"
 
@@ -76,54 +86,83 @@ def _sample(rng, space: dict) -> dict:
     return out
 
 
-def fill(url: str, name: str, configurations: int, epochs: int = 50, seeds: int = 1,
-         seed: int = 0, batch: int = 20_000) -> int:
+def fill(
+    url: str,
+    name: str,
+    configurations: int,
+    epochs: int = 50,
+    seeds: int = 1,
+    seed: int = 0,
+    batch: int = 20_000,
+) -> int:
     """Write a finished study of ``configurations`` per arm (times ``seeds`` trials each);
     returns the number of trials written."""
     rng = np.random.default_rng(seed)
     store = open_store(url)
     w = store.writer
-    sid = w.create_study(name, spec_yaml(name, configurations, epochs, seeds),
-                         workload="fashion_mnist_cnn", metric="val_loss", direction="minimize",
-                         package_versions={"synthetic": "benchmarks/synthetic_study.py"},
-                         device="cpu (synthetic)")
+    sid = w.create_study(
+        name,
+        spec_yaml(name, configurations, epochs, seeds),
+        workload="fashion_mnist_cnn",
+        metric="val_loss",
+        direction="minimize",
+        package_versions={"synthetic": "benchmarks/synthetic_study.py"},
+        device="cpu (synthetic)",
+    )
     pending, trials = [], 0
     for arm, (optimizer, space) in ARMS.items():
-        aid = w.add_arm(sid, arm, optimizer=optimizer, search_space=space,
-                        budget=configurations, optuna_study_name=f"{name}/{arm}")
+        aid = w.add_arm(
+            sid,
+            arm,
+            optimizer=optimizer,
+            search_space=space,
+            budget=configurations,
+            optuna_study_name=f"{name}/{arm}",
+        )
         center, width = OPTIMUM[arm]
         for number in range(configurations):
             params = _sample(rng, space)
             distance = (math.log10(params["lr"]) - center) / width
             if arm == "koalapp":
-                distance = math.hypot(distance, (math.log10(params["q"]) + 1.5) / 2.0,
-                                      (math.log10(params["r"]) + 1.0) / 3.0)
-            final = 0.3 + 0.05 * distance**2 + (0.02 if params.get("variant") == "vanilla"
-                                                   else 0.0)
+                distance = math.hypot(
+                    distance,
+                    (math.log10(params["q"]) + 1.5) / 2.0,
+                    (math.log10(params["r"]) + 1.0) / 3.0,
+                )
+            final = 0.3 + 0.05 * distance**2 + (0.02 if params.get("variant") == "vanilla" else 0.0)
             diverged = distance > 2.8 and rng.random() < 0.7
             pruned = not diverged and final > 0.45 and rng.random() < 0.6
-            stop = (int(rng.integers(1, epochs)) if (diverged or pruned) else epochs)
+            stop = int(rng.integers(1, epochs)) if (diverged or pruned) else epochs
             for s in range(seeds):
                 tid = w.start_trial(aid, params, seed=s, optuna_trial_number=number)
                 value = final + rng.normal(0, 0.01)
                 for e in range(1, stop + 1):
                     loss = value + (2.3 - value) * math.exp(-3.0 * e / epochs)
-                    pending.append(epoch_row(tid, e, {
-                        "train_loss": loss * 0.95, "val_loss": loss,
-                        "val_accuracy": 1 - loss / 3, "epoch_seconds": 3.0 + rng.random(),
-                        "step_seconds": 0.04 * (1.1 if arm == "koalapp" else 1.0),
-                        "samples_per_second": 3000.0, "lr": params["lr"],
-                    }))
+                    pending.append(
+                        epoch_row(
+                            tid,
+                            e,
+                            {
+                                "train_loss": loss * 0.95,
+                                "val_loss": loss,
+                                "val_accuracy": 1 - loss / 3,
+                                "epoch_seconds": 3.0 + rng.random(),
+                                "step_seconds": 0.04 * (1.1 if arm == "koalapp" else 1.0),
+                                "samples_per_second": 3000.0,
+                                "lr": params["lr"],
+                            },
+                        )
+                    )
                 if len(pending) >= batch:
                     w.record_epochs(pending)
                     pending = []
                 last = value + (2.3 - value) * math.exp(-3.0 * stop / epochs)
                 if diverged:
-                    w.finish_trial(tid, "DIVERGED", value=None, epochs=stop,
-                                   error="train_loss is nan")
+                    w.finish_trial(
+                        tid, "DIVERGED", value=None, epochs=stop, error="train_loss is nan"
+                    )
                 else:
-                    w.finish_trial(tid, "PRUNED" if pruned else "COMPLETE", value=last,
-                                   epochs=stop)
+                    w.finish_trial(tid, "PRUNED" if pruned else "COMPLETE", value=last, epochs=stop)
                 trials += 1
     w.record_epochs(pending)
     store.dispose()

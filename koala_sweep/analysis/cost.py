@@ -1,4 +1,4 @@
-"""What an arm costs to run: wall time per epoch and per optimizer step."""
+"""What an arm costs to run: training time per epoch and time inside the optimizer step."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ REFERENCE_OPTIMIZERS = ("adam", "adamw", "sgd")
 
 def cost(metrics: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
     """One row per arm: the median over its trial-epochs of ``epoch_seconds``,
-    ``step_seconds`` and ``samples_per_second``, and the two time ratios to the reference arm
+    ``step_seconds`` (time inside ``optimizer.step`` during the epoch) and
+    ``samples_per_second``, and the two time ratios to the reference arm
     (by default the first arm running Adam, else AdamW, else SGD, else the first arm).
 
     The first epoch of every trial is left out when a trial has more than one: it carries the

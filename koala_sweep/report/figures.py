@@ -395,10 +395,13 @@ def learning_curves_figure(
 
 
 def cost_figure(cost: pd.DataFrame, colors: dict[str, str]) -> go.Figure:
-    """Median time per epoch and per optimizer step, relative to the reference arm."""
+    """Median training time per epoch and time inside optimizer.step per epoch, relative to
+    the reference arm (the arms train the same batches, so the second is the step-time ratio)."""
     if cost.empty:
         return empty_figure("no epoch reported yet")
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["time per epoch", "time per step"])
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=["training time per epoch", "time in optimizer.step"]
+    )
     for col, column in enumerate(("epoch_ratio", "step_ratio"), start=1):
         fig.add_trace(
             go.Bar(

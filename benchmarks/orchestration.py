@@ -1,0 +1,178 @@
+"""What the orchestration costs: `koala-sweep launch` (Ray Tune, Optuna through the store, the
+store callback) against a plain `optuna` `study.optimize` loop running the same training, the
+same budget and the same sampler seed on the same machine.
+
+Both run one trial at a time with the same threads, so the difference is the orchestration:
+starting Ray, scheduling, reporting every epoch through Tune, writing the store. The goal is at
+most 1.10x the plain loop's wall time for 20 trials of about 10 s each. CPU utilisation is the
+share of the machine's CPU time that was busy during each run (from /proc/stat).
+
+    python benchmarks/orchestration.py           # 20 trials of about 10 s (about 8 minutes)
+    python benchmarks/orchestration.py --quick   # 3 tiny trials, for the tests
+Prints one JSON document on stdout and a one-line summary on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+GOAL_MAX_RATIO = 1.10
+FULL = {
+    "trials": 20,
+    "epochs": 3,
+    "workload_args": {"train_size": 8000, "val_size": 1000, "batch_size": 128},
+}
+QUICK = {
+    "trials": 3,
+    "epochs": 1,
+    "workload_args": {"train_size": 256, "val_size": 128, "batch_size": 64},
+}
+LR_RANGE = (0.0001, 0.01)
+SAMPLER_SEED = 7
+THREADS = 2
+
+
+def _cpu_times() -> tuple[int, int]:
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields), idle
+
+
+def _busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    total, idle = after[0] - before[0], after[1] - before[1]
+    return 1.0 - idle / total if total else math.nan
+
+
+def study_yaml(cfg: dict) -> str:
+    args = ", ".join(f"{k}: {v}" for k, v in cfg["workload_args"].items())
+    return (
+        "name: orchestration_benchmark\n"
+        "workload: fashion_mnist_cnn\n"
+        f"workload_args: {{{args}}}\n"
+        f"epochs: {cfg['epochs']}\n"
+        "metric: val_loss\ndirection: minimize\nseeds: [0]\n"
+        f"sampler: {{name: tpe, seed: {SAMPLER_SEED}}}\n"
+        "pruner: {name: none}\n"
+        f"resources: {{cpu: {THREADS}, gpu: 0}}\n"
+        "max_concurrent_trials: 1\n"
+        "arms:\n  adam:\n    optimizer: adam\n"
+        f"    trials: {cfg['trials']}\n"
+        f"    params: {{lr: {{log_uniform: [{LR_RANGE[0]}, {LR_RANGE[1]}]}}}}\n"
+    )
+
+
+def run_launch(cfg: dict, workdir: Path) -> dict:
+    study = workdir / "study.yaml"
+    study.write_text(study_yaml(cfg))
+    url = f"sqlite:///{workdir}/store.db"
+    exe = Path(sys.executable).parent / "koala-sweep"
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AIR_NEW_OUTPUT": "0"}
+    cpu0, t0 = _cpu_times(), time.perf_counter()
+    out = subprocess.run(
+        [str(exe), "launch", str(study), "--storage", url],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    wall, cpu1 = time.perf_counter() - t0, _cpu_times()
+    if out.returncode != 0:
+        raise RuntimeError("koala-sweep launch failed:\n" + out.stdout[-2000:] + out.stderr)
+    from koala_sweep.store import open_store
+
+    trials = open_store(url, create=False).trials("orchestration_benchmark")
+    return {
+        "wall_seconds": wall,
+        "cpu_busy_share": _busy_share(cpu0, cpu1),
+        "trials": len(trials),
+        "best_value": float(trials["value"].min()),
+    }
+
+
+def run_plain_optuna(cfg: dict) -> dict:
+    import optuna
+    import torch
+
+    from koala_sweep.workloads.loop import run_trial
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    torch.set_num_threads(THREADS)
+
+    def objective(trial: optuna.Trial) -> float:
+        lr = trial.suggest_float("lr", *LR_RANGE, log=True)
+        value = math.nan
+        for report in run_trial(
+            "fashion_mnist_cnn",
+            "adam",
+            {"lr": lr},
+            epochs=cfg["epochs"],
+            seed=0,
+            workload_args=cfg["workload_args"],
+            device="cpu",
+        ):
+            value = report.metrics["val_loss"]
+            trial.report(value, report.epoch)
+        return value
+
+    cpu0, t0 = _cpu_times(), time.perf_counter()
+    study = optuna.create_study(
+        direction="minimize", sampler=optuna.samplers.TPESampler(seed=SAMPLER_SEED)
+    )
+    study.optimize(objective, n_trials=cfg["trials"])
+    wall, cpu1 = time.perf_counter() - t0, _cpu_times()
+    return {
+        "wall_seconds": wall,
+        "cpu_busy_share": _busy_share(cpu0, cpu1),
+        "trials": len(study.trials),
+        "best_value": study.best_value,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    cfg = QUICK if args.quick else FULL
+    with tempfile.TemporaryDirectory(prefix="koala-orchestration-") as tmp:
+        plain = run_plain_optuna(cfg)
+        launch = run_launch(cfg, Path(tmp))
+    ratio = launch["wall_seconds"] / plain["wall_seconds"]
+    report = {
+        "benchmark": "orchestration",
+        "command": "python benchmarks/orchestration.py " + " ".join(argv or sys.argv[1:]),
+        "setup": {
+            **cfg,
+            "sampler": f"tpe seed {SAMPLER_SEED}",
+            "threads": THREADS,
+            "concurrency": 1,
+        },
+        "plain_optuna": plain,
+        "koala_sweep_launch": launch,
+        "wall_ratio": ratio,
+        "goal_max_ratio": GOAL_MAX_RATIO,
+    }
+    print(json.dumps(report, indent=2))
+    verdict = "meets" if ratio <= GOAL_MAX_RATIO else "misses"
+    print(
+        f"orchestration: koala-sweep launch {launch['wall_seconds']:.1f} s against a plain "
+        f"Optuna loop {plain['wall_seconds']:.1f} s = {ratio:.3f}x ({verdict} the "
+        f"{GOAL_MAX_RATIO}x goal); CPU busy {launch['cpu_busy_share']:.0%} against "
+        f"{plain['cpu_busy_share']:.0%}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
