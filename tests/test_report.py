@@ -205,3 +205,11 @@ def test_a_study_without_arms_yet_gets_a_report(tmp_path):
     (path,) = write_report(store, "early", tmp_path / "early.html")
     text = path.read_text()
     assert "no finished trials yet" in text and "could not be drawn" not in text
+
+
+def test_report_from_a_postgresql_store(postgres_url, tmp_path):
+    fill(postgres_url, "pg", configurations=12, epochs=5, seeds=2)
+    (path,) = write_report(open_store(postgres_url, create=False), "pg", tmp_path / "pg.html")
+    text = path.read_text()
+    assert "The answer in numbers" in text and "could not be drawn" not in text
+    assert "72 trials" in text  # 3 arms x 12 configurations x 2 seeds
