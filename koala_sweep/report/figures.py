@@ -37,6 +37,21 @@ def _base(fig: go.Figure, height: int = 420) -> go.Figure:
     return fig
 
 
+def band(x, low, high, color: str, opacity: float, group: str) -> go.Scatter:
+    """A shaded band between ``low`` and ``high`` along ``x`` (no legend entry, no hover)."""
+    return go.Scatter(
+        x=np.concatenate([np.asarray(x), np.asarray(x)[::-1]]),
+        y=np.concatenate([np.asarray(high), np.asarray(low)[::-1]]),
+        fill="toself",
+        fillcolor=color,
+        opacity=opacity,
+        line=dict(width=0),
+        hoverinfo="skip",
+        showlegend=False,
+        legendgroup=group,
+    )
+
+
 def empty_figure(message: str) -> go.Figure:
     fig = go.Figure()
     fig.add_annotation(
@@ -54,19 +69,7 @@ def tunability_figure(tun: pd.DataFrame, metric: str, colors: dict[str, str]) ->
     fig = go.Figure()
     for arm, g in tun.groupby("arm", sort=False):
         color = colors.get(arm, "#333")
-        fig.add_trace(
-            go.Scatter(
-                x=np.concatenate([g["k"], g["k"][::-1]]),
-                y=np.concatenate([g["high"], g["low"][::-1]]),
-                fill="toself",
-                fillcolor=color,
-                opacity=0.15,
-                line=dict(width=0),
-                hoverinfo="skip",
-                showlegend=False,
-                legendgroup=arm,
-            )
-        )
+        fig.add_trace(band(g["k"], g["low"], g["high"], color, 0.15, arm))
         fig.add_trace(
             go.Scatter(
                 x=g["k"],
@@ -360,19 +363,7 @@ def learning_curves_figure(
     for arm, g in curves.groupby("arm", sort=False):
         color = colors.get(arm, "#333")
         if (g["seeds"] > 1).any():
-            fig.add_trace(
-                go.Scatter(
-                    x=np.concatenate([g[x], g[x][::-1]]),
-                    y=np.concatenate([g["high"], g["low"][::-1]]),
-                    fill="toself",
-                    fillcolor=color,
-                    opacity=0.2,
-                    line=dict(width=0),
-                    hoverinfo="skip",
-                    showlegend=False,
-                    legendgroup=arm,
-                )
-            )
+            fig.add_trace(band(g[x], g["low"], g["high"], color, 0.2, arm))
         fig.add_trace(
             go.Scatter(
                 x=g[x],
