@@ -88,7 +88,7 @@ def tunability_figure(tun: pd.DataFrame, metric: str, colors: dict[str, str]) ->
     fig.update_yaxes(title=f"expected best {metric}")
     low, high = float(tun["low"].min()), float(tun["high"].max())
     if low > 0 and high / low > 10:  # an arm that often fails would flatten the others
-        fig.update_yaxes(type="log", title=f"expected best {metric} (log scale)")
+        fig.update_yaxes(type="log", dtick="D2", title=f"expected best {metric} (log scale)")
     return _base(fig)
 
 
