@@ -109,16 +109,39 @@ def test_postgresql_restarted_during_a_study(tmp_path):
         server.remove()
 
 
-def _ray_trial_workers() -> list[int]:
-    pids = []
+def _parents() -> dict[int, int]:
+    parents = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                cmd = (entry / "cmdline").read_bytes().decode(errors="replace")
+                stat = (entry / "stat").read_text()
             except OSError:
                 continue
-            if cmd.startswith("ray::ImplicitFunc"):
-                pids.append(int(entry.name))
+            # The command name is in parentheses and may hold spaces: ppid follows the ")".
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return parents
+
+
+def _ray_trial_workers(root: int) -> list[int]:
+    """The Ray trial workers started by the launch ``root`` (its descendants): never another
+    study's workers that happen to run on the same machine."""
+    parents = _parents()
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            if pid == root:
+                return True
+            pid = parents.get(pid, 0)
+        return False
+
+    pids = []
+    for pid in parents:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if cmd.startswith("ray::ImplicitFunc") and descends(pid):
+            pids.append(pid)
     return pids
 
 
@@ -139,10 +162,11 @@ def test_a_killed_trial_worker_is_retried_or_failed_as_configured(retries, tmp_p
             "SELECT count(*) FROM koala_epoch e JOIN koala_trial t ON "
             "t.id = e.trial_id WHERE t.state = 'RUNNING'",
         )
-        return bool(epochs and epochs[0][0] >= 1 and _ray_trial_workers())
+        return bool(epochs and epochs[0][0] >= 1 and _ray_trial_workers(launch.pid))
 
     _wait_until(mid_trial, 240, launch, log, "a trial in the middle of its epochs")
-    killed = _ray_trial_workers()
+    killed = _ray_trial_workers(launch.pid)
+    assert killed
     for pid in killed:
         os.kill(pid, signal.SIGKILL)
     assert launch.wait(300) == 0, log.read_text()[-3000:]  # the study completes
@@ -158,7 +182,7 @@ def test_a_killed_trial_worker_is_retried_or_failed_as_configured(retries, tmp_p
         assert {t.state.name for t in study_.trials} == {"COMPLETE"}
     else:
         failed = [r for r in rows if r[0] == "FAILED"]
-        assert len(failed) == 1 and failed[0][1]  # the reason is stored
+        assert len(failed) == 1 and "worker process died" in failed[0][1]  # the reason
         assert sorted(r[0] for r in rows) == ["COMPLETE", "COMPLETE", "FAILED"]
         assert sorted(t.state.name for t in study_.trials) == ["COMPLETE", "COMPLETE", "FAIL"]
 

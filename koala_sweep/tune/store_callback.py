@@ -160,7 +160,14 @@ class StoreCallback(Callback):
                 text = trial.get_error()
             except Exception:  # noqa: BLE001 - the error file may be gone; say what we know
                 text = None
-        text = str(text) if text else "the trial failed (no traceback was recorded)"
+        # No traceback at all: the worker process itself ended (killed by a signal, or by the
+        # kernel's or Ray's out-of-memory killer) before it could report one.
+        text = (
+            str(text)
+            if text
+            else "the trial's worker process died without a traceback (killed by a signal, or "
+            "by an out-of-memory killer)"
+        )
         return _ANSI.sub("", text)
 
 
