@@ -441,14 +441,16 @@ def pruning_figure(savings: pd.DataFrame) -> go.Figure:
 
 
 def table_figure(frame: pd.DataFrame) -> go.Figure:
-    """A table as a figure, for PNG and PDF export."""
+    """A table as a figure, for PNG and PDF export: columns as wide as their longest text."""
+    widths = [max([len(str(c))] + [len(str(v)) for v in frame[c]]) for c in frame.columns]
     fig = go.Figure(
         go.Table(
+            columnwidth=widths,
             header=dict(values=list(frame.columns), fill_color="#e8eef7", align="left"),
             cells=dict(values=[frame[c] for c in frame.columns], align="left"),
         )
     )
-    return _base(fig, height=80 + 30 * (len(frame) + 1))
+    return _base(fig, height=110 + 32 * (len(frame) + 1))
 
 
 def _finite(v) -> bool:

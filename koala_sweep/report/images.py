@@ -11,7 +11,7 @@ import plotly.io as pio
 from .figures import table_figure
 from .panels import Panel
 
-WIDTH, HEIGHT_SCALE = 1100, 1
+WIDTH = 1400
 
 
 class ImageExportError(RuntimeError):
