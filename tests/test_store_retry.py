@@ -44,8 +44,12 @@ def test_errors_a_working_server_raises_are_not_retried():
 
     with pytest.raises(IntegrityError):
         retry.call_with_retry(duplicate, "testing")
-    # SQLite's lock wait already had its busy timeout.
+    # SQLite's lock wait already had its busy timeout; SQLite has no server to lose.
     assert not retry.is_disconnect(_operational("database is locked"))
+    import sqlite3
+
+    no_table = OperationalError("SELECT ...", {}, sqlite3.OperationalError("no such table: x"))
+    assert not retry.is_disconnect(no_table)
     assert retry.is_disconnect(_operational("server closed the connection unexpectedly"))
 
 

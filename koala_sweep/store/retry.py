@@ -45,12 +45,12 @@ def is_disconnect(err: BaseException) -> bool:
         if isinstance(err, DBAPIError) and err.connection_invalidated:
             return True
         if isinstance(err, OperationalError):
-            text = str(err.orig if err.orig is not None else err).lower()
-            # SQLite's "database is locked" is a lock wait, already given 30 s by busy_timeout;
-            # anything else operational from SQLite (disk I/O) is not a disconnect either.
-            if "database is locked" in text or "disk i/o" in text:
+            # SQLite has no server to lose: its operational errors (a lock wait that already
+            # had its 30 s busy timeout, a missing table, disk I/O) are not worth waiting out.
+            if type(err.orig).__module__.startswith("sqlite3"):
                 return False
-            return True
+            text = str(err.orig if err.orig is not None else err).lower()
+            return "database is locked" not in text
         err = err.__cause__ or err.__context__
     return False
 
