@@ -53,6 +53,14 @@ def relative_gap(values, best: float, direction: str) -> np.ndarray:
     return np.maximum(gap, 0.0) / scale_
 
 
+def configuration_ids(trials: pd.DataFrame) -> pd.Series:
+    """Each trial's configuration: its Optuna trial number within the arm. A trial without
+    one (should not happen) stands alone, under minus its store id."""
+    number = trials["optuna_trial_number"]
+    ids = np.where(number.notna(), number, -trials["trial"]).astype(np.int64)
+    return pd.Series(ids, index=trials.index)
+
+
 def configurations(trials: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration: ``arm, optimizer, configuration, state, value, value_std,
     seeds, epochs, seconds`` and its hyperparameters.
@@ -79,9 +87,7 @@ def configurations(trials: pd.DataFrame) -> pd.DataFrame:
             ]
         )
     frame = trials.copy()
-    # A trial without an Optuna number (should not happen) stands alone as a configuration.
-    number = frame["optuna_trial_number"]
-    frame["configuration"] = np.where(number.notna(), number, -frame["trial"]).astype(np.int64)
+    frame["configuration"] = configuration_ids(frame)
     frame["rank"] = frame["state"].map({s: i for i, s in enumerate(STATE_PRECEDENCE)})
     frame["seconds"] = (
         pd.to_datetime(frame["finished_at"]) - pd.to_datetime(frame["started_at"])

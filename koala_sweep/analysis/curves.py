@@ -5,16 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .configurations import best_configurations, oriented
+from .configurations import best_configurations, configuration_ids, oriented
 
 CURVE_COLUMNS = ["arm", "configuration", "epoch", "mean", "low", "high", "seeds", "seconds"]
 
 
 def _with_configuration(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
-    number = trials["optuna_trial_number"]
-    configuration = pd.Series(
-        np.where(number.notna(), number, -trials["trial"]).astype(np.int64), index=trials.index
-    )
+    configuration = configuration_ids(trials)
     lookup = pd.Series(configuration.to_numpy(), index=trials["trial"].to_numpy())
     out = metrics.copy()
     out["configuration"] = out["trial"].map(lookup)

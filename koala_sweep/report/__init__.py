@@ -3,12 +3,12 @@ file from ``dashboards/``. Reads the store only."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from ..store import Store
 from .data import StudyAnalysis, StudyData, load_study_data
 from .html import report_html
+from .images import slug as _slug
 from .layout import DEFAULT_LAYOUT, Layout, LayoutError, load_layout
 from .panels import Panel, build_panels
 
@@ -34,10 +34,6 @@ def _counts(data: StudyData) -> dict[str, int]:
 
     states = data.trials["state"].value_counts()
     return {s: int(states.get(s, 0)) for s in TRIAL_STATES}
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "figure"
 
 
 def write_report(

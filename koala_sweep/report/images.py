@@ -18,7 +18,8 @@ class ImageExportError(RuntimeError):
     pass
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """A file-name-safe form of a study name or panel title."""
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "figure"
 
 
@@ -32,7 +33,7 @@ def write_images(panels: list[Panel], folder: Path, fmt: str) -> list[Path]:
             items.insert(0, ("table", table_figure(panel.table)))
         for subtitle, fig in items:
             n += 1
-            name = f"{n:02d}-{_slug(panel.kind)}" + (f"-{_slug(subtitle)}" if subtitle else "")
+            name = f"{n:02d}-{slug(panel.kind)}" + (f"-{slug(subtitle)}" if subtitle else "")
             fig = fig.update_layout(
                 title=dict(
                     text=panel.title + (f": {subtitle}" if subtitle and subtitle != "table" else "")
