@@ -140,7 +140,7 @@ def _ray_trial_workers(root: int) -> list[int]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if cmd.startswith("ray::ImplicitFunc") and descends(pid):
+        if cmd.startswith("ray::ResourceTrainable") and descends(pid):
             pids.append(pid)
     return pids
 

@@ -4,6 +4,7 @@ PRUNED with the epochs they reached, and an interrupted launch resumes to exactl
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import sqlite3
@@ -79,6 +80,16 @@ def test_smoke_study_end_to_end(ray_local, tmp_path, monkeypatch):
     counts = check_store_and_optuna_agree(url, SMOKE)
     assert counts["PRUNED"] >= 1  # the Optuna pruner really stopped trials
     assert counts["COMPLETE"] >= 1
+    # Trials reuse their workers (PyTorch imported, data loaded once per worker): an arm's
+    # trials ran in no more processes than it runs at once.
+    for arm, trials in (("koalapp", 5), ("adam", 4)):
+        pids = {
+            json.loads(line)["pid"]
+            for path in (tmp_path / "runs" / "ray" / f"smoke-{arm}").glob("*/result.json")
+            for line in path.read_text().splitlines()
+            if line.strip()
+        }
+        assert 1 <= len(pids) <= 2 < trials, (arm, pids)
     # Launching a finished study again runs nothing and changes nothing.
     before = open_store(url, create=False).trials("smoke")
     _launch(SMOKE, url)

@@ -137,7 +137,7 @@ def launch(
     before anything is written."""
     from ray import tune
 
-    from .trainable import train_configuration
+    from .trainable import TrainConfiguration
 
     console = console or Console()
     spec, text = load_spec(path)
@@ -239,12 +239,15 @@ def launch(
             )
             callback.searcher = searcher
             tuner = tune.Tuner(
-                tune.with_resources(train_configuration, _trial_resources(spec)),
+                tune.with_resources(TrainConfiguration, _trial_resources(spec)),
                 tune_config=tune.TuneConfig(
                     search_alg=searcher,
                     scheduler=OptunaPruningScheduler(searcher),
                     num_samples=-1,
                     max_concurrent_trials=spec.max_concurrent_trials,
+                    # The next trial runs in the worker the last one used: PyTorch imported and
+                    # the data loaded once per worker, not once per trial.
+                    reuse_actors=True,
                 ),
                 run_config=tune.RunConfig(
                     name=f"{spec.name}-{name}",
@@ -252,6 +255,9 @@ def launch(
                     callbacks=[callback],
                     verbose=0,
                     failure_config=tune.FailureConfig(max_failures=spec.retries),
+                    # No Tune checkpoints: a trial that fails starts over, and the store (not
+                    # Tune's folder) is what a resumed study continues from.
+                    checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
                 ),
             )
             tuner.fit()

@@ -156,17 +156,37 @@ class OptunaPruningScheduler(FIFOScheduler):
     def __init__(self, searcher: ArmSearcher) -> None:
         super().__init__()
         self.searcher = searcher
+        self.reported: dict[str, int] = {}  # Tune trial id -> last epoch told to Optuna
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "searcher": None}
 
-    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+    def _report(self, trial, result: dict | None) -> optuna.Trial | None:
+        """Tell the trial's Optuna trial this epoch's value, once; None when there is
+        nothing to tell (no Optuna trial, no finite value, or the epoch already told)."""
         optuna_trial = self.searcher.optuna_trials.get(trial.trial_id)
-        value = result.get("value")
+        value = (result or {}).get("value")
         if optuna_trial is None or value is None or not math.isfinite(value):
-            return TrialScheduler.CONTINUE
-        optuna_trial.report(value, step=int(result["epoch"]))
-        if optuna_trial.should_prune():
+            return None
+        epoch = int(result["epoch"])
+        if self.reported.get(trial.trial_id) == epoch:
+            return None
+        optuna_trial.report(value, step=epoch)
+        self.reported[trial.trial_id] = epoch
+        return optuna_trial
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        optuna_trial = self._report(trial, result)
+        if optuna_trial is not None and optuna_trial.should_prune():
             self.searcher.pruned.add(trial.trial_id)
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        # A trial's last result (marked done) goes to Tune's stop path, not to
+        # on_trial_result: its epoch is told to Optuna here, before the searcher's tell.
+        self._report(trial, result)
+        self.reported.pop(trial.trial_id, None)
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        self.reported.pop(trial.trial_id, None)

@@ -7,6 +7,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
@@ -156,19 +157,35 @@ class StoreCallback(Callback):
     def _error_text(self, trial) -> str:
         text = self.errors.pop(trial.trial_id, None)
         if text is None:
-            try:
-                text = trial.get_error()
-            except Exception:  # noqa: BLE001 - the error file may be gone; say what we know
-                text = None
-        # No traceback at all: the worker process itself ended (killed by a signal, or by the
-        # kernel's or Ray's out-of-memory killer) before it could report one.
-        text = (
-            str(text)
-            if text
-            else "the trial's worker process died without a traceback (killed by a signal, or "
-            "by an out-of-memory killer)"
+            text = _last_failure(trial)
+        died = (
+            "the trial's worker process died without a traceback (killed by a signal, or by an "
+            "out-of-memory killer)"
         )
-        return _ANSI.sub("", text)
+        if not text:
+            return died
+        text = _ANSI.sub("", str(text))
+        # The worker process itself ended (killed by a signal, or by the kernel's or Ray's
+        # out-of-memory killer) before the trial could report anything: say so first, then
+        # what Ray knows.
+        if "ActorDiedError" in text or "RayActorError" in text or "actor died" in text:
+            return f"{died}; Ray: {text}"
+        return text
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_FAILURE_HEADER = re.compile(r"^Failure # \d+ \(occurred at [^)]*\)\n", re.M)
+
+
+def _last_failure(trial) -> str | None:
+    """The latest failure Tune wrote for a trial that failed outside the trainable's own
+    reporting (in Ray itself, or in Tune's calls on the worker). Tune writes it to the trial's
+    local folder first; ``Trial.get_error`` reads the storage copy, which may not exist yet."""
+    try:
+        local = trial.error_file
+        if local and Path(local).exists():
+            parts = _FAILURE_HEADER.split(Path(local).read_text(errors="replace"))
+            return parts[-1].strip() or None
+        return trial.get_error()
+    except Exception:  # noqa: BLE001 - the error file may be gone; say what we know
+        return None
