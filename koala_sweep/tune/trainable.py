@@ -108,12 +108,25 @@ class TrainConfiguration(tune.Trainable):
         (the data stays cached in the process)."""
         self._stop_runs()
         self._limits.close()
+        _release_gpu_memory()
         self._start(new_config)
         return True
 
     def cleanup(self) -> None:
         self._stop_runs()
         self._limits.close()
+
+
+def _release_gpu_memory() -> None:
+    """Give the GPU memory PyTorch cached for the last trial back to the device: with
+    fractional GPUs, other trials' workers share it."""
+    import torch
+
+    if torch.cuda.is_initialized():
+        import gc
+
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 def _failure_text(err: BaseException, limit_gb: float | None) -> str:
