@@ -1,5 +1,5 @@
 """Run every benchmark and refresh the generated part of BENCHMARKS.md (between its markers;
-the write-up around them is kept). On this 2-core CPU it takes about 25 minutes.
+the write-up around them is kept). On a 2-core CPU it takes 16 to 25 minutes.
 
     python benchmarks/run_all.py            # everything, then rewrites BENCHMARKS.md
     python benchmarks/run_all.py --quick    # every script in its tiny mode (for the tests)
