@@ -4,8 +4,8 @@ mean over seeds at epoch k.
 
 A class trainable rather than a function: Tune runs a function trainable in a second thread of
 the worker, and PyTorch's CPU kernels (OpenMP) run measurably slower there than on the worker's
-main thread, where a class trainable's ``step`` runs (about 10% per epoch on a 2-core machine;
-see benchmarks/orchestration.py). The launcher also reuses the worker for the next trial
+main thread, where a class trainable's ``step`` runs (10% to 19% slower per epoch, measured on
+a 2-core machine in and out of Ray). The launcher also reuses the worker for the next trial
 (``reuse_actors``), so that PyTorch is imported and the data loaded once per worker, not once
 per trial: ``reset_config`` makes that safe.
 """
