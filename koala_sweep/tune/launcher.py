@@ -59,11 +59,12 @@ def _check_resources(spec: StudySpec, path: str, text: str, address: str | None)
         )
 
 
-def _start_ray(address: str | None, console: Console) -> str | None:
+def _start_ray(address: str | None, console: Console) -> tuple[bool, str | None]:
+    """Start (or connect to) Ray unless this process already has it: (started, dashboard URL)."""
     import ray
 
     if ray.is_initialized():
-        return None
+        return False, None
     if address is None:
         # A local Ray on this machine only. Every service binds 127.0.0.1 only when Ray was
         # imported with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (see LOCAL_RAY_ENV), which the
@@ -80,7 +81,7 @@ def _start_ray(address: str | None, console: Console) -> str | None:
     if url and not url.startswith("http"):
         url = f"http://{url}"
     console.print(f"Ray dashboard: {url or 'not available'}")
-    return url
+    return True, url
 
 
 def _mark_interrupted(store: Store, arm_id: int, study: optuna.Study) -> int:
@@ -135,10 +136,6 @@ def launch(
 ) -> LaunchResult:
     """Run (or resume) the study in ``path``. Bad input raises SpecError or StoreConflict
     before anything is written."""
-    from ray import tune
-
-    from .trainable import TrainConfiguration
-
     console = console or Console()
     spec, text = load_spec(path)
     _check_resources(spec, path, text, address)
@@ -154,10 +151,30 @@ def launch(
         device=describe_devices(),
     )
     console.print(f"study {spec.name} in {store.masked_url}")
-    dashboard = _start_ray(address, console)
-    if dashboard:
-        writer.set_ray_dashboard_url(study_id, dashboard)
+    started_ray, dashboard = _start_ray(address, console)
+    try:
+        if dashboard:
+            writer.set_ray_dashboard_url(study_id, dashboard)
+        _run_arms(spec, store, study_id, console, live)
+    finally:
+        if started_ray:
+            # Stopped here rather than by Ray's exit hook, which first sleeps half a second
+            # for log lines this launcher does not forward; a caller in the same process
+            # (a notebook, a test) is also left without a Ray it did not start.
+            import ray
 
+            ray.shutdown()
+    store.dispose()
+    return LaunchResult(spec.name, store.masked_url, dashboard)
+
+
+def _run_arms(spec: StudySpec, store: Store, study_id: int, console: Console, live: bool) -> None:
+    """One Optuna study and one Tune run per arm, one arm after the other."""
+    from ray import tune
+
+    from .trainable import TrainConfiguration
+
+    writer = store.writer
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     optuna_storage = store.optuna_storage()
     arms: dict[str, ArmProgress] = {}
@@ -262,8 +279,6 @@ def launch(
             )
             tuner.fit()
             refresh()
-    store.dispose()
-    return LaunchResult(spec.name, store.masked_url, dashboard)
 
 
 def _grid_left(arm, study: optuna.Study) -> list[dict]:
