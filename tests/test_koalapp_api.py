@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections import defaultdict
 
 import pytest
 import torch
@@ -206,3 +207,40 @@ def test_vanilla_and_symmetric_differ():
         train_steps(model, KOALAPlusPlus(model.parameters(), variant=variant), 5)
         runs[variant] = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     assert not torch.allclose(runs["vanilla"], runs["symmetric"])
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs"),
+    [
+        ("KOALAPlusPlus", {"weight_decay": 1e-2, "guards": True, "foreach": False}),
+        ("KOALAPlusPlus", {"weight_decay": 1e-2, "q": 0.3}),
+        ("KOALAV", {"sigma": 0.3, "q": 0.05, "r": 0.2, "weight_decay": 1e-2}),
+    ],
+)
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copied_optimizer_keeps_its_settings_and_steps_like_the_original(cls, kwargs, how):
+    """torch pickles only defaults, state and groups; settings kept as attributes must come
+    along (a copy that lost them could not step, or would step differently)."""
+    import pickle
+
+    from koala_sweep import optim
+
+    model = tiny_mlp()
+    opt = getattr(optim, cls)(model.parameters(), **kwargs)
+    train_steps(model, opt, 2)
+    twin = copy.deepcopy(model)
+    params = list(twin.parameters())
+    copied = copy.deepcopy(opt) if how == "deepcopy" else pickle.loads(pickle.dumps(opt))
+    # The copy holds copies of the parameters (groups and state keys): use the twin model's.
+    copies = [p for group in copied.param_groups for p in group["params"]]
+    twin_of = {id(c): p for c, p in zip(copies, params, strict=True)}
+    for group in copied.param_groups:
+        group["params"] = [twin_of[id(c)] for c in group["params"]]
+    copied.state = defaultdict(dict, {twin_of.get(id(k), k): v for k, v in copied.state.items()})
+    for key in ("guards", "foreach", "sigma0", "q", "r"):
+        if hasattr(opt, key):
+            assert getattr(copied, key) == getattr(opt, key), key
+    train_steps(model, opt, 2)
+    train_steps(twin, copied, 2)
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

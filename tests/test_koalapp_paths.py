@@ -60,6 +60,23 @@ def test_multi_tensor_equals_reference_float64(hp):
             )
 
 
+@pytest.mark.parametrize("chunk_bytes", [100, 400])
+def test_cpu_chunks_and_the_h_scratch_buffer_follow_the_reference(monkeypatch, chunk_bytes):
+    """Small chunk limits split SHAPES into several chunks of different sizes, which form H in
+    turn in one reused (and regrown) scratch buffer."""
+    from koala_sweep.optim import _koalapp
+
+    monkeypatch.setattr(_koalapp, "CPU_CHUNK_BYTES", chunk_bytes)
+    hp = {"weight_decay": 1e-2, "q": 0.2, "sigma": 0.2}
+    fast, opt_fast = _synthetic_run(None, dtype=torch.float64, **hp)
+    ref, _ = _synthetic_run(False, dtype=torch.float64, **hp)
+    for step_fast, step_ref in zip(fast, ref, strict=True):
+        for a, b in zip(step_fast, step_ref, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-13)
+    assert len(_koalapp._cache_sized_chunks(opt_fast.param_groups[0]["params"])) > 1
+    assert opt_fast._h_scratch[torch.float64].numel() >= 35  # the (7, 5) tensor's H was there
+
+
 def test_multi_tensor_equals_reference_float32_on_a_model():
     runs = []
     for foreach in (None, False):

@@ -23,6 +23,7 @@ from ._measurement import (
     check_nonnegative,
     check_r_and_alpha,
     on_device,
+    pickled_with_settings,
     split_scalars,
     squared_norms,
     take_measurement,
@@ -85,6 +86,14 @@ class KOALAV(Optimizer):
         self.average_loss_across_ranks = average_loss_across_ranks
         self.process_group = process_group
         super().__init__(params, defaults)
+        self.register_load_state_dict_post_hook(_clone_global_state)
+
+    def __getstate__(self) -> dict[str, Any]:
+        settings = ("sigma0", "q", "r", "alpha_r", "average_loss_across_ranks")
+        return pickled_with_settings(self, super().__getstate__(), settings)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)  # hooks are not pickled: registered again
         self.register_load_state_dict_post_hook(_clone_global_state)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ authors' reference trajectories (``tests/golden/``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -25,6 +26,7 @@ from ._measurement import (
     check_r_and_alpha,
     dot_list,
     on_device,
+    pickled_with_settings,
     split_scalars,
     squared_norms,
     take_measurement,
@@ -143,6 +145,19 @@ class KOALAPlusPlus(Optimizer):
         self.average_loss_across_ranks = average_loss_across_ranks
         self.process_group = process_group
         super().__init__(params, defaults)
+        # Where H = g + wd p is formed on a CPU (see _multi_tensor_chunk); not state: it holds
+        # nothing between steps and is not saved.
+        self._h_scratch: dict[torch.dtype, Tensor] = {}
+        self.register_load_state_dict_pre_hook(_set_aside_scalars)
+        self.register_load_state_dict_post_hook(_restore_scalars)
+
+    def __getstate__(self) -> dict[str, Any]:
+        settings = ("guards", "guard_eps", "foreach", "average_loss_across_ranks")
+        return pickled_with_settings(self, super().__getstate__(), settings)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)  # hooks are not pickled: registered again
+        self._h_scratch = {}
         self.register_load_state_dict_pre_hook(_set_aside_scalars)
         self.register_load_state_dict_post_hook(_restore_scalars)
 
@@ -222,7 +237,10 @@ class KOALAPlusPlus(Optimizer):
                 states.append(self._state_for(p))
             if not params:
                 continue
-            fn = _single_tensor_koalapp if self.foreach is False else _multi_tensor_koalapp
+            if self.foreach is False:
+                fn = _single_tensor_koalapp
+            else:
+                fn = functools.partial(_multi_tensor_koalapp, h_scratch=self._h_scratch)
             diag = fn(
                 params,
                 grads,
@@ -370,23 +388,51 @@ def _multi_tensor_koalapp(
     params: list[Tensor],
     grads: list[Tensor],
     states: list[dict[str, Tensor]],
+    *,
+    h_scratch: dict[torch.dtype, Tensor] | None = None,
     **hyper: Any,
 ) -> list[tuple[Tensor, Tensor, Tensor]]:
-    """The same step for many tensors at once, without a host-device synchronisation."""
+    """The same step for many tensors at once, without a host-device synchronisation.
+
+    ``h_scratch`` (the optimizer's, kept across steps) holds one CPU buffer per dtype in which
+    each chunk forms H when there is weight decay.
+    """
     out = []
     for (device, dtype), idx in bucket_by_device_and_dtype(range(len(params)), params).items():
         for chunk in _cache_sized_chunks([params[i] for i in idx]):
+            ps = [params[i] for i in idx[chunk]]
+            gs = [grads[i] for i in idx[chunk]]
+            hs = None
+            if hyper["weight_decay"] != 0.0 and device.type == "cpu" and h_scratch is not None:
+                hs = _views_of_scratch(h_scratch, gs, dtype)
             out.append(
                 _multi_tensor_chunk(
-                    [params[i] for i in idx[chunk]],
-                    [grads[i] for i in idx[chunk]],
+                    ps,
+                    gs,
                     [states[i] for i in idx[chunk]],
                     device=device,
                     dtype=dtype,
+                    h_out=hs,
                     **hyper,
                 )
             )
     return out
+
+
+def _views_of_scratch(
+    h_scratch: dict[torch.dtype, Tensor], like: list[Tensor], dtype: torch.dtype
+) -> list[Tensor]:
+    """Contiguous tensors shaped like ``like``, laid end to end in the (grown when too small)
+    scratch buffer for ``dtype``."""
+    total = sum(t.numel() for t in like)
+    buf = h_scratch.get(dtype)
+    if buf is None or buf.numel() < total:
+        buf = h_scratch[dtype] = torch.empty(total, dtype=dtype)
+    views, offset = [], 0
+    for t in like:
+        views.append(buf[offset : offset + t.numel()].view(t.shape))
+        offset += t.numel()
+    return views
 
 
 # On a CPU every elementwise pass streams its operands through memory, and a ResNet-18 is 47 MB
@@ -428,6 +474,7 @@ def _multi_tensor_chunk(
     r: Tensor | float,
     guards: bool,
     guard_eps: float,
+    h_out: list[Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One step for tensors that share a device and dtype.
 
@@ -462,11 +509,18 @@ def _multi_tensor_chunk(
     # H lives only through this chunk's step and is then copied into H_prev's buffer: keeping
     # the fresh H as the new H_prev instead would hand the old buffer back to the allocator
     # and make every step fault in new memory for the whole model (on CPU that costs more than
-    # the copy). Without weight decay H is the gradient itself. A skipped tensor's H only
-    # feeds products that are masked below.
+    # the copy). For the same reason a CPU forms H in the optimizer's scratch buffer
+    # (``h_out``, one cache-sized chunk) rather than in fresh memory each step; a GPU's
+    # caching allocator makes the fresh tensors cheap there. Without weight decay H is the
+    # gradient itself. A skipped tensor's H only feeds products that are masked below.
     if wd != 0.0:
         p_sq = squared_norms(ps, acc)
-        hs = torch._foreach_add(gs, ps, alpha=wd)
+        if h_out is None:
+            hs = torch._foreach_add(gs, ps, alpha=wd)
+        else:
+            hs = h_out
+            for h, g, p in zip(hs, gs, ps, strict=True):
+                torch.add(g, p, alpha=wd, out=h)
         c = squared_norms(hs, acc)
     else:
         p_sq = None
