@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,6 +18,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _launch import failed, launch  # noqa: E402
 
 FULL = {
     "trials": 12,
@@ -69,18 +69,11 @@ def run(name: str, cfg: dict, pruner: str, workdir: Path) -> dict:
     study = workdir / f"{name}.yaml"
     study.write_text(study_yaml(name, cfg, pruner))
     url = f"sqlite:///{workdir}/store.db"
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AIR_NEW_OUTPUT": "0"}
     t0 = time.perf_counter()
-    out = subprocess.run(
-        [str(Path(sys.executable).parent / "koala-sweep"), "launch", str(study), "--storage", url],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    out = launch(study, workdir, url)
     wall = time.perf_counter() - t0
     if out.returncode != 0:
-        raise RuntimeError(f"launch of {name} failed:\n{out.stdout[-2000:]}{out.stderr}")
+        raise failed(out, f"koala-sweep launch of {name}")
     trials = open_store(url, create=False).trials(name)
     configs = configurations(trials)
     complete = configs[configs["state"] == "COMPLETE"]

@@ -11,11 +11,12 @@ import argparse
 import json
 import os
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _launch import launch
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_SECONDS = 15 * 60
@@ -25,16 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", default=str(ROOT / "studies" / "q_r.yaml"))
     args = parser.parse_args(argv)
-    exe = Path(sys.executable).parent / "koala-sweep"
     with tempfile.TemporaryDirectory() as work:
         t0 = time.perf_counter()
-        out = subprocess.run(
-            [str(exe), "launch", args.study],
-            cwd=work,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        out = launch(args.study, work)
         seconds = time.perf_counter() - t0
         states: dict[str, int] = {}
         db = Path(work) / "runs" / "koala_sweep.db"
