@@ -145,8 +145,9 @@ class KOALAPlusPlus(Optimizer):
         self.average_loss_across_ranks = average_loss_across_ranks
         self.process_group = process_group
         super().__init__(params, defaults)
-        # Where H = g + wd p is formed on a CPU (see _multi_tensor_chunk); not state: it holds
-        # nothing between steps and is not saved.
+        # Where H = g + wd p is formed on a CPU (see _multi_tensor_chunk): one chunk's worth,
+        # about CPU_CHUNK_BYTES or the largest tensor. Not state: it holds nothing between
+        # steps and is not saved.
         self._h_scratch: dict[torch.dtype, Tensor] = {}
         self.register_load_state_dict_pre_hook(_set_aside_scalars)
         self.register_load_state_dict_post_hook(_restore_scalars)
