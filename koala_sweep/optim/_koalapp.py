@@ -10,7 +10,6 @@ authors' reference trajectories (``tests/golden/``).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -145,6 +144,10 @@ class KOALAPlusPlus(Optimizer):
         self.average_loss_across_ranks = average_loss_across_ranks
         self.process_group = process_group
         super().__init__(params, defaults)
+        self._set_up_unpickled_parts()
+
+    def _set_up_unpickled_parts(self) -> None:
+        """What neither a state dict nor a pickle carries: built on creation and on unpickling."""
         # Where H = g + wd p is formed on a CPU (see _multi_tensor_chunk): one chunk's worth,
         # about CPU_CHUNK_BYTES or the largest tensor. Not state: it holds nothing between
         # steps and is not saved.
@@ -157,10 +160,8 @@ class KOALAPlusPlus(Optimizer):
         return pickled_with_settings(self, super().__getstate__(), settings)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)  # hooks are not pickled: registered again
-        self._h_scratch = {}
-        self.register_load_state_dict_pre_hook(_set_aside_scalars)
-        self.register_load_state_dict_post_hook(_restore_scalars)
+        super().__setstate__(state)
+        self._set_up_unpickled_parts()
 
     def _check_group_values(self, group: dict[str, Any]) -> None:
         name = type(self).__name__
@@ -238,14 +239,13 @@ class KOALAPlusPlus(Optimizer):
                 states.append(self._state_for(p))
             if not params:
                 continue
-            if self.foreach is False:
-                fn = _single_tensor_koalapp
-            else:
-                fn = functools.partial(_multi_tensor_koalapp, h_scratch=self._h_scratch)
+            multi = {} if self.foreach is False else {"h_scratch": self._h_scratch}
+            fn = _single_tensor_koalapp if self.foreach is False else _multi_tensor_koalapp
             diag = fn(
                 params,
                 grads,
                 states,
+                **multi,
                 lr=group["lr"],
                 sigma=group["sigma"],
                 q=group["q"],
