@@ -14,6 +14,7 @@ from .conftest import tiny_mlp, train_steps
 OPTIMIZERS = {
     "koalapp": lambda params: KOALAPlusPlus(params, lr=0.7, weight_decay=1e-3),
     "koalapp_fixed_r": lambda params: KOALAPlusPlus(params, r=0.2, variant="vanilla"),
+    "koalapp_multi_tensor_path": lambda params: KOALAPlusPlus(params, foreach=True),
     "koalapp_reference_path": lambda params: KOALAPlusPlus(params, foreach=False),
     "koala_v": lambda params: KOALAV(params, lr=0.5, weight_decay=1e-3),
 }

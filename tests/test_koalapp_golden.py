@@ -47,7 +47,9 @@ def replay(scenario: dict, foreach: bool | None) -> float:
     return worst
 
 
-@pytest.mark.parametrize("foreach", [None, False], ids=["multi_tensor", "single_tensor"])
+@pytest.mark.parametrize(
+    "foreach", [None, True, False], ids=["cpu", "multi_tensor", "single_tensor"]
+)
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_reproduces_reference_trajectory(golden_scenarios, name, foreach):
     scenario = next(s for s in golden_scenarios if s["name"] == name)

@@ -1,5 +1,6 @@
-"""The multi-tensor path is the single-tensor reference, fast: same trajectories, no host-device
-synchronisation, no more state than Adam; guards are opt-in and change only what they say."""
+"""The fast paths are the single-tensor reference, fast: same trajectories, no more state than
+Adam; the multi-tensor path (GPUs, and ``foreach=True``) never synchronises with the device;
+guards are opt-in and change only what they say."""
 
 from __future__ import annotations
 
@@ -12,6 +13,13 @@ from koala_sweep.optim import KOALAPlusPlus
 from .conftest import tiny_mlp, train_steps
 
 SHAPES = [(7, 5), (5,), (3, 4, 2), (1,), (16,)]
+
+# foreach=None on a CPU takes the per-tensor CPU path; foreach=True forces the multi-tensor path
+# a GPU takes; foreach=False is the single-tensor reference.
+FAST_PATHS = pytest.mark.parametrize("foreach", [None, True], ids=["cpu", "multi_tensor"])
+ALL_PATHS = pytest.mark.parametrize(
+    "foreach", [None, True, False], ids=["cpu", "multi_tensor", "single_tensor"]
+)
 
 
 def _synthetic_run(foreach, *, dtype, steps=12, zero_every=4, seed=0, **hp):
@@ -44,8 +52,9 @@ def _synthetic_run(foreach, *, dtype, steps=12, zero_every=4, seed=0, **hp):
     ],
     ids=["default", "vanilla", "fixed_r_wd", "vanilla_wd", "guards", "q0"],
 )
-def test_multi_tensor_equals_reference_float64(hp):
-    fast, opt_fast = _synthetic_run(None, dtype=torch.float64, **hp)
+@FAST_PATHS
+def test_fast_paths_equal_reference_float64(hp, foreach):
+    fast, opt_fast = _synthetic_run(foreach, dtype=torch.float64, **hp)
     ref, opt_ref = _synthetic_run(False, dtype=torch.float64, **hp)
     for step_fast, step_ref in zip(fast, ref, strict=True):
         for a, b in zip(step_fast, step_ref, strict=True):
@@ -62,13 +71,13 @@ def test_multi_tensor_equals_reference_float64(hp):
 
 @pytest.mark.parametrize("chunk_bytes", [100, 400])
 def test_cpu_chunks_and_the_h_scratch_buffer_follow_the_reference(monkeypatch, chunk_bytes):
-    """Small chunk limits split SHAPES into several chunks of different sizes, which form H in
-    turn in one reused (and regrown) scratch buffer."""
+    """The multi-tensor path on a CPU: small chunk limits split SHAPES into several chunks of
+    different sizes, which form H in turn in one reused (and regrown) scratch buffer."""
     from koala_sweep.optim import _koalapp
 
     monkeypatch.setattr(_koalapp, "CPU_CHUNK_BYTES", chunk_bytes)
     hp = {"weight_decay": 1e-2, "q": 0.2, "sigma": 0.2}
-    fast, opt_fast = _synthetic_run(None, dtype=torch.float64, **hp)
+    fast, opt_fast = _synthetic_run(True, dtype=torch.float64, **hp)
     ref, _ = _synthetic_run(False, dtype=torch.float64, **hp)
     for step_fast, step_ref in zip(fast, ref, strict=True):
         for a, b in zip(step_fast, step_ref, strict=True):
@@ -77,13 +86,29 @@ def test_cpu_chunks_and_the_h_scratch_buffer_follow_the_reference(monkeypatch, c
     assert opt_fast._h_scratch[torch.float64].numel() >= 35  # the (7, 5) tensor's H was there
 
 
-def test_multi_tensor_equals_reference_float32_on_a_model():
+def test_cpu_path_forms_h_in_one_scratch_as_large_as_the_largest_tensor():
+    hp = {"weight_decay": 1e-2}
+    _, opt = _synthetic_run(None, dtype=torch.float64, **hp)
+    assert opt._path_for(opt.param_groups[0]["params"]) is _koalapp_module()._cpu_koalapp
+    assert opt._h_scratch[torch.float64].numel() == 35  # the (7, 5) tensor
+    _, opt = _synthetic_run(None, dtype=torch.float64)
+    assert opt._h_scratch == {}  # without weight decay H is the gradient
+
+
+def _koalapp_module():
+    from koala_sweep.optim import _koalapp
+
+    return _koalapp
+
+
+def test_fast_paths_equal_reference_float32_on_a_model():
     runs = []
-    for foreach in (None, False):
+    for foreach in (None, True, False):
         model = tiny_mlp(2)
         train_steps(model, KOALAPlusPlus(model.parameters(), foreach=foreach, weight_decay=1e-3), 8)
         runs.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
-    torch.testing.assert_close(runs[0], runs[1], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(runs[0], runs[2], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(runs[1], runs[2], rtol=1e-4, atol=1e-6)
 
 
 class _NoHostSync(TorchDispatchMode):
@@ -105,7 +130,7 @@ class _NoHostSync(TorchDispatchMode):
 @pytest.mark.parametrize("hp", [{}, {"weight_decay": 5e-4, "guards": True}])
 def test_multi_tensor_step_never_syncs_with_the_device(hp):
     model = tiny_mlp()
-    opt = KOALAPlusPlus(model.parameters(), **hp)
+    opt = KOALAPlusPlus(model.parameters(), foreach=True, **hp)
     train_steps(model, opt, 1)  # state exists
     x = torch.randn(4, 6)
     per = (model(x) ** 2).mean(1)
@@ -114,6 +139,29 @@ def test_multi_tensor_step_never_syncs_with_the_device(hp):
     with _NoHostSync() as mode:
         opt.step(loss=loss, loss_var=(per.detach() ** 2).mean())
     assert mode.seen == []
+
+
+def test_off_the_cpu_the_default_is_the_multi_tensor_path():
+    """Meta tensors have no values: reading one back (as the CPU path does) raises, so a
+    default step on them completes only on the multi-tensor path."""
+    params = [torch.nn.Parameter(torch.empty(s, device="meta")) for s in SHAPES]
+    for p in params:
+        p.grad = torch.empty_like(p)
+    opt = KOALAPlusPlus(params, weight_decay=1e-3)
+    one = torch.ones((), device="meta")
+    for _ in range(2):
+        opt.step(loss=one, loss_var=one)
+    assert opt._path_for(params) is _koalapp_module()._multi_tensor_koalapp
+    with pytest.raises(RuntimeError):
+        KOALAPlusPlus(params, foreach=False).step(loss=one, loss_var=one)  # the detector works
+
+
+def test_low_precision_weights_on_a_cpu_take_the_multi_tensor_path():
+    # The CPU path's dot products need float32 or float64 operands.
+    p = torch.nn.Parameter(torch.randn(4, dtype=torch.bfloat16))
+    assert KOALAPlusPlus([p])._path_for([p]) is _koalapp_module()._multi_tensor_koalapp
+    q = torch.nn.Parameter(torch.randn(4))
+    assert KOALAPlusPlus([q])._path_for([q]) is _koalapp_module()._cpu_koalapp
 
 
 def test_the_sync_detector_sees_the_reference_path_sync():
@@ -173,16 +221,17 @@ def _zero_h_prev(guards: bool, foreach):
     return p.detach()
 
 
-@pytest.mark.parametrize("foreach", [None, False], ids=["multi_tensor", "single_tensor"])
+@ALL_PATHS
 @pytest.mark.parametrize("case", [_orthogonal_gradients, _zero_h_prev])
 def test_guards_keep_degenerate_steps_finite_and_are_off_by_default(case, foreach):
     assert not torch.isfinite(case(False, foreach)).all()
     assert torch.isfinite(case(True, foreach)).all()
 
 
-def test_guards_change_nothing_on_a_healthy_run():
-    plain, _ = _synthetic_run(None, dtype=torch.float64)
-    guarded, _ = _synthetic_run(None, dtype=torch.float64, guards=True)
+@FAST_PATHS
+def test_guards_change_nothing_on_a_healthy_run(foreach):
+    plain, _ = _synthetic_run(foreach, dtype=torch.float64)
+    guarded, _ = _synthetic_run(foreach, dtype=torch.float64, guards=True)
     torch.testing.assert_close(plain[-1], guarded[-1], rtol=0, atol=0)
 
 

@@ -1,15 +1,18 @@
 """KOALA++ as a ``torch.optim.Optimizer``.
 
-The class holds hyperparameters and state; the arithmetic lives in two plain functions, as in
+The class holds hyperparameters and state; the arithmetic lives in plain functions, as in
 ``torch.optim``: ``_single_tensor_koalapp`` is the spec written out tensor by tensor (the
-readable reference, free to branch on values) and ``_multi_tensor_koalapp`` is the product:
+readable reference, free to branch on values); ``_multi_tensor_koalapp`` is the path for GPUs:
 batched reductions, ``torch._foreach_*`` updates, no host-device synchronisation, the skip rule
-and the first visit done with masks. Tests hold the two paths together and hold both against the
-authors' reference trajectories (``tests/golden/``).
+and the first visit done with masks; ``_cpu_koalapp`` is the path for CPUs, where there is no
+device to wait for and per-tensor scalars are cheapest as Python numbers. Tests hold the three
+paths together and hold all of them against the authors' reference trajectories
+(``tests/golden/``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -89,8 +92,10 @@ class KOALAPlusPlus(Optimizer):
             covariance term ``H P H^T = H . v`` cannot be negative for a real covariance, and
             neither closure guarantees that.
         guard_eps: the floor used by ``guards``.
-        foreach: ``None`` or ``True`` for the multi-tensor path, ``False`` for the
-            single-tensor reference path (slow, syncs with the device, for testing).
+        foreach: ``None`` for the fastest path for the weights' device (the CPU path for
+            float32 and float64 weights on a CPU, the multi-tensor path elsewhere), ``True``
+            for the multi-tensor path everywhere, ``False`` for the single-tensor reference
+            path (slow, syncs with the device, for testing).
         average_loss_across_ranks: when ``torch.distributed`` is initialised with more than one
             rank, average ``L`` and ``V`` across ranks inside the step so that data-parallel
             replicas apply identical updates.
@@ -220,7 +225,9 @@ class KOALAPlusPlus(Optimizer):
 
         gstate = self.state[GLOBAL_STATE]
         r = update_r(gstate, self.defaults["r"], self.defaults["alpha_r"], var_t, device)
-        gstate["step"] = gstate.get("step", torch.zeros((), dtype=torch.int64)) + 1
+        # (gstate.get("step", torch.zeros(...)) would build the default on every step.)
+        count = gstate.get("step")
+        gstate["step"] = torch.ones((), dtype=torch.int64) if count is None else count + 1
 
         s_mins: list[Tensor] = []
         lambda_sums: list[Tensor] = []
@@ -239,13 +246,13 @@ class KOALAPlusPlus(Optimizer):
                 states.append(self._state_for(p))
             if not params:
                 continue
-            multi = {} if self.foreach is False else {"h_scratch": self._h_scratch}
-            fn = _single_tensor_koalapp if self.foreach is False else _multi_tensor_koalapp
+            fn = self._path_for(params)
+            scratch = {} if fn is _single_tensor_koalapp else {"h_scratch": self._h_scratch}
             diag = fn(
                 params,
                 grads,
                 states,
-                **multi,
+                **scratch,
                 lr=group["lr"],
                 sigma=group["sigma"],
                 q=group["q"],
@@ -264,6 +271,18 @@ class KOALAPlusPlus(Optimizer):
             gstate["s_min"] = torch.stack(s_mins).min()
             gstate["lambda_mean"] = torch.stack(lambda_sums).sum() / torch.stack(counts).sum()
         return m.returned(closure)
+
+    def _path_for(self, params: list[Tensor]) -> Callable[..., list]:
+        """The step function for one group: the reference when ``foreach=False``, the
+        multi-tensor path when ``foreach=True`` or off the CPU, and on a CPU (float32 and
+        float64 weights) the per-tensor path with host scalars."""
+        if self.foreach is False:
+            return _single_tensor_koalapp
+        if self.foreach is None and all(
+            p.device.type == "cpu" and p.dtype == accumulation_dtype(p.dtype) for p in params
+        ):
+            return _cpu_koalapp
+        return _multi_tensor_koalapp
 
     def _state_for(self, p: Tensor) -> dict[str, Tensor]:
         state = self.state[p]
@@ -383,6 +402,113 @@ def _single_tensor_koalapp(
         return []
     s_vec, lam_vec = torch.stack(s_values), torch.stack(lambdas)
     return [(s_vec.min(), lam_vec.sum(), torch.tensor(float(len(lambdas))))]
+
+
+def _cpu_koalapp(
+    params: list[Tensor],
+    grads: list[Tensor],
+    states: list[dict[str, Tensor]],
+    *,
+    h_scratch: dict[torch.dtype, Tensor],
+    lr: float,
+    sigma: float,
+    q: float,
+    weight_decay: float,
+    symmetric: bool,
+    loss: Tensor,
+    r: Tensor | float,
+    guards: bool,
+    guard_eps: float,
+) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """The step on a CPU: one tensor after another, its scalars as Python floats.
+
+    On a CPU reading a dot product back is free (there is no device to wait for), while every
+    small tensor operation costs about a microsecond of dispatch. The multi-tensor path's
+    per-tensor scalars, kept as device vectors so that a GPU never waits, take some seventy
+    such operations per step whatever the model's size; here they are float64 Python numbers
+    and the branches of the spec (skip, first visit) are plain ``if``s. Each tensor's passes run
+    back to back while its arrays are still in cache, and the multipliers are plain numbers,
+    which CPU kernels apply faster than 0-d tensors. State and algebra are the multi-tensor
+    path's (``u = v + Q H``, see ``_multi_tensor_chunk``); with weight decay H is formed in
+    ``h_scratch``, one buffer per dtype as large as the largest tensor, kept by the optimizer.
+    """
+    wd = weight_decay
+    loss_f, r_f = float(loss), float(r)
+    s_min, lambda_sum, count = math.inf, 0.0, 0
+    need = max(p.numel() for p in params) if wd != 0.0 else 0
+    for p, g, st in zip(params, grads, states, strict=True):
+        g_flat = g.reshape(-1)
+        g_sq = torch.dot(g_flat, g_flat).item()
+        if math.sqrt(g_sq) < GRAD_SKIP_NORM:  # NaN compares false: a NaN gradient is stepped
+            continue
+        if wd != 0.0:
+            p_flat = p.reshape(-1)
+            p_sq = torch.dot(p_flat, p_flat).item()
+            buf = h_scratch.get(p.dtype)
+            if buf is None or buf.numel() < need:
+                buf = h_scratch[p.dtype] = torch.empty(need, dtype=p.dtype)
+            h_flat = buf[: p.numel()]
+            h = h_flat.view(p.shape)
+            torch.add(g, p, alpha=wd, out=h)
+            c = torch.dot(h_flat, h_flat).item()
+        else:
+            p_sq = 0.0
+            h, h_flat, c = g, g_flat, g_sq
+        u, h_prev = st["u"], st["h_prev"]
+        initialized = st["initialized"].item()
+        if initialized:
+            x, y, s_prev = st["x"].item(), st["y"].item(), st["s_prev"].item()
+            a = torch.dot(h_flat, h_prev.reshape(-1)).item()
+            b = torch.dot(h_flat, u.reshape(-1)).item()
+        else:  # v_prev = sigma H, H_prev = H: u_prev = (sigma + Q) H
+            x = a = c
+            y = b = (sigma + q) * c
+            s_prev = y + r_f
+        if guards:
+            x, s_prev = _max(x, guard_eps), _max(s_prev, guard_eps)
+        lam = _div(b, s_prev)
+        alpha = _div(a, x)
+        w = _div(b, x) - _div(a * y, x * x) if symmetric else 0.0
+        c1 = alpha - lam
+        c2 = w - q * alpha
+        if initialized:
+            u.mul_(c1).add_(h_prev, alpha=c2).add_(h, alpha=2 * q)
+        else:
+            torch.mul(h, c1 * (sigma + q) + c2 + 2 * q, out=u)
+        d = torch.dot(h_flat, u.reshape(-1)).item()
+        s = _max(_max(d, q * c) + r_f, guard_eps) if guards else d + r_f
+        p.add_(u, alpha=_div(-lr * (loss_f + 0.5 * wd * p_sq), s))
+        h_prev.copy_(h)
+        st["x"].fill_(c)
+        st["y"].fill_(d)
+        st["s_prev"].fill_(s)
+        st["initialized"].fill_(True)
+        s_min = _min(s_min, s)
+        lambda_sum += lam
+        count += 1
+    if not count:
+        return []
+    as_tensors = torch.tensor([s_min, lambda_sum, count], dtype=torch.float64).unbind(0)
+    return [tuple(as_tensors)]  # type: ignore[list-item]
+
+
+def _div(a: float, b: float) -> float:
+    """a / b with IEEE semantics (a zero divisor gives an infinity or NaN, as a tensor
+    division does): a diverging run must record its NaN, not raise ZeroDivisionError."""
+    if b != 0.0:
+        return a / b
+    if a != a or a == 0.0:
+        return math.nan
+    return math.copysign(math.inf, a) * math.copysign(1.0, b)
+
+
+def _max(a: float, b: float) -> float:
+    """max that keeps a NaN, as ``torch.maximum`` does (Python's ``max`` depends on order)."""
+    return a if a != a or a >= b else b
+
+
+def _min(a: float, b: float) -> float:
+    return a if a != a or a <= b else b
 
 
 def _multi_tensor_koalapp(
