@@ -34,7 +34,8 @@ GOALS = {"koalapp_vs_adam_max": 1.5, "koalapp_speedup_vs_per_tensor_loop_min": 2
 
 class PerTensorLoopKOALAPlusPlus(torch.optim.Optimizer):
     """KOALA++ as a straightforward per-tensor loop, in the style of the paper's reference
-    implementation: the baseline the multi-tensor path is measured against."""
+    implementation: the baseline KOALA++'s default path (the CPU path on a CPU, the
+    multi-tensor path on a GPU) is measured against."""
 
     def __init__(self, params, lr, sigma, q, weight_decay, alpha_r=0.9):
         super().__init__(params, dict(lr=lr))

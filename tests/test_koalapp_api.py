@@ -244,3 +244,29 @@ def test_a_copied_optimizer_keeps_its_settings_and_steps_like_the_original(cls, 
     train_steps(twin, copied, 2)
     for a, b in zip(model.parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("foreach", [None, True, False], ids=["cpu", "multi_tensor", "single"])
+def test_diagnostics_combine_every_group(foreach):
+    """First step, fixed R, no weight decay: lambda = (sigma + Q) ||g||^2 / ((sigma + Q) ||g||^2
+    + R) for each tensor, whichever group it is in."""
+    gen = torch.Generator().manual_seed(3)
+    a, b, c = (torch.nn.Parameter(torch.randn(n, dtype=torch.float64)) for n in (4, 6, 3))
+    opt = KOALAPlusPlus(
+        [{"params": [a, b]}, {"params": [c], "sigma": 0.3}],
+        sigma=0.1,
+        q=0.2,
+        r=0.5,
+        foreach=foreach,
+    )
+    for p in (a, b, c):
+        p.grad = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+    opt.step(loss=1.0)
+    lambdas = [
+        (sigma + 0.2) * p.grad.dot(p.grad) / ((sigma + 0.2) * p.grad.dot(p.grad) + 0.5)
+        for p, sigma in ((a, 0.1), (b, 0.1), (c, 0.3))
+    ]
+    d = opt.diagnostics()
+    assert d["lambda_mean"].item() == pytest.approx(torch.stack(lambdas).mean().item(), rel=1e-12)
+    s_all = torch.stack([opt.state[p]["s_prev"] for p in (a, b, c)])
+    assert d["s_min"].item() == pytest.approx(s_all.min().item(), rel=1e-12)

@@ -267,7 +267,10 @@ class KOALAPlusPlus(Optimizer):
                 s_mins.append(s_min.to(device, torch.float64))
                 lambda_sums.append(lam_sum.to(device, torch.float64))
                 counts.append(count.to(device, torch.float64))
-        if s_mins:
+        if len(s_mins) == 1:  # one group in one piece: nothing to combine
+            gstate["s_min"] = s_mins[0]
+            gstate["lambda_mean"] = lambda_sums[0] / counts[0]
+        elif s_mins:
             gstate["s_min"] = torch.stack(s_mins).min()
             gstate["lambda_mean"] = torch.stack(lambda_sums).sum() / torch.stack(counts).sum()
         return m.returned(closure)
