@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
 
 
@@ -35,6 +34,10 @@ class SmallCNN(nn.Module):
 def cifar_resnet(depth: int, num_classes: int) -> nn.Module:
     """torchvision's ResNet with the CIFAR stem the paper uses: a 3x3 stride-1 first
     convolution and no max-pool, so 32x32 inputs keep their resolution into stage one."""
+    # Imported here: torchvision takes about a second to import, and only the CIFAR
+    # workloads need it (every launch and trial worker imports this module).
+    import torchvision
+
     builders = {18: torchvision.models.resnet18, 50: torchvision.models.resnet50}
     model = builders[depth](num_classes=num_classes)
     model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
