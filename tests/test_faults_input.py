@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -193,6 +193,16 @@ magnitudes = st.sampled_from([0.0, 1e-8, 1e-3, 1.0, 1e3, 1e8])
     ),
     seed=st.integers(0, 2**16),
 )
+# Found by this test: the x guard acting on tiny gradients once made the fast paths' symmetric
+# step differ from the reference's by 2e-4 of the step.
+@example(
+    shapes=[[1], [4]],
+    dtype=torch.float64,
+    scale=1e-08,
+    loss=1.0,
+    hp={"lr": 2.0, "q": 1.0, "variant": "symmetric", "weight_decay": 0.0},
+    seed=189,
+)
 def test_koalapp_step_with_guards_stays_finite_and_paths_agree(
     shapes, dtype, scale, loss, hp, seed
 ):
@@ -212,6 +222,11 @@ def test_koalapp_step_with_guards_stays_finite_and_paths_agree(
             opt.step(loss=loss * (1 + 0.1 * step), loss_var=(loss + 1.0) ** 2)
         assert all(torch.isfinite(p).all() for p in params), "guards on: finite in, finite out"
         finals.append(params)
+    if scale >= 1e8:
+        # sigma ||g||^2 / R ~ 1e15: on the first step 1 - lambda cancels to rounding noise (about
+        # 1e-16 against 1e-15) in every implementation, the reference's included, so the paths'
+        # trajectories agree only to that noise. Here the test holds finiteness, not agreement.
+        return
     tol = {torch.float32: (1e-4, 1e-5), torch.float64: (1e-9, 1e-12)}[dtype]
     for fast in finals[:2]:
         for a, b in zip(fast, finals[2], strict=True):

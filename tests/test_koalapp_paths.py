@@ -229,6 +229,25 @@ def test_guards_keep_degenerate_steps_finite_and_are_off_by_default(case, foreac
 
 
 @FAST_PATHS
+def test_fast_paths_follow_the_reference_when_the_x_guard_acts(foreach):
+    """Gradients of norm ~1e-8 make ||H_prev||^2 ~1e-16, below guard_eps: the guard raises x, and
+    the fast paths (which keep u = v + Q H) must still take the reference's guarded step."""
+    runs = []
+    for path in (foreach, False):
+        gen = torch.Generator().manual_seed(189)
+        params = [torch.randn(s, generator=gen, dtype=torch.float64) for s in ([1], [4])]
+        opt = KOALAPlusPlus(params, lr=2.0, q=1.0, guards=True, foreach=path)
+        for k in range(3):
+            for p in params:
+                p.grad = 1e-8 * torch.randn(p.shape, generator=gen, dtype=torch.float64)
+            opt.step(loss=1.0 + 0.1 * k, loss_var=4.0)
+        assert opt.state[params[1]]["x"] < opt.guard_eps  # the guard did act
+        runs.append(params)
+    for a, b in zip(*runs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=0)
+
+
+@FAST_PATHS
 def test_guards_change_nothing_on_a_healthy_run(foreach):
     plain, _ = _synthetic_run(foreach, dtype=torch.float64)
     guarded, _ = _synthetic_run(foreach, dtype=torch.float64, guards=True)

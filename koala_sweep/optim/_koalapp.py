@@ -226,8 +226,8 @@ class KOALAPlusPlus(Optimizer):
         gstate = self.state[GLOBAL_STATE]
         r = update_r(gstate, self.defaults["r"], self.defaults["alpha_r"], var_t, device)
         # (gstate.get("step", torch.zeros(...)) would build the default on every step.)
-        count = gstate.get("step")
-        gstate["step"] = torch.ones((), dtype=torch.int64) if count is None else count + 1
+        steps = gstate.get("step")
+        gstate["step"] = torch.ones((), dtype=torch.int64) if steps is None else steps + 1
 
         s_mins: list[Tensor] = []
         lambda_sums: list[Tensor] = []
@@ -467,11 +467,16 @@ def _cpu_koalapp(
             x = a = c
             y = b = (sigma + q) * c
             s_prev = y + r_f
+        x_true = x
         if guards:
             x, s_prev = _max(x, guard_eps), _max(s_prev, guard_eps)
         lam = _div(b, s_prev)
         alpha = _div(a, x)
-        w = _div(b, x) - _div(a * y, x * x) if symmetric else 0.0
+        w = 0.0
+        if symmetric:
+            w = _div(b, x) - _div(a * y, x * x)
+            if guards:
+                w -= _div(q * a * (x - x_true), x * x)  # see _guard_correction
         c1 = alpha - lam
         c2 = w - q * alpha
         if initialized:
@@ -493,6 +498,17 @@ def _cpu_koalapp(
         return []
     as_tensors = torch.tensor([s_min, lambda_sum, count], dtype=torch.float64).unbind(0)
     return [tuple(as_tensors)]  # type: ignore[list-item]
+
+
+def _guard_correction(q: Any, a: Any, x: Any, x_true: Any) -> Any:
+    """What the u-form's symmetric w carries beyond the spec's when the guard raised x.
+
+    In u = v + Q H the products b = H.u_prev and y = H_prev.u_prev exceed the spec's H.v_prev and
+    H_prev.v_prev by Q a and Q ||H_prev||^2, and those Q terms cancel in w = b/x - a y/x^2 only
+    when x is ||H_prev||^2 itself. A guard that raised x to guard_eps leaves
+    Q a (x - ||H_prev||^2) / x^2 behind, subtracted so that the guarded step is the reference's.
+    Floats or tensors."""
+    return q * a * (x - x_true) / (x * x)
 
 
 def _div(a: float, b: float) -> float:
@@ -666,12 +682,18 @@ def _multi_tensor_chunk(
     a = torch.where(init, a, c)
     b = torch.where(init, b, first)
     s_prev = torch.where(init, s_old, y + rr)
+    x_true = x
     if guards:
         x = x.clamp_min(guard_eps)
         s_prev = s_prev.clamp_min(guard_eps)
     lam = b / s_prev
     alpha = a / x
-    w = b / x - a * y / (x * x) if symmetric else torch.zeros_like(x)
+    if symmetric:
+        w = b / x - a * y / (x * x)
+        if guards:
+            w = w - _guard_correction(q, a, x, x_true)
+    else:
+        w = torch.zeros_like(x)
     c1 = alpha - lam
     c2 = w - q * alpha
     zero, one = torch.zeros_like(c1), torch.ones_like(c1)
