@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from koala_sweep.optim import KOALAPlusPlus
+from koala_sweep.optim import KOALAPlusPlus, _koalapp
 
 from .conftest import tiny_mlp, train_steps
 
@@ -73,8 +73,6 @@ def test_fast_paths_equal_reference_float64(hp, foreach):
 def test_cpu_chunks_and_the_h_scratch_buffer_follow_the_reference(monkeypatch, chunk_bytes):
     """The multi-tensor path on a CPU: small chunk limits split SHAPES into several chunks of
     different sizes, which form H in turn in one reused (and regrown) scratch buffer."""
-    from koala_sweep.optim import _koalapp
-
     monkeypatch.setattr(_koalapp, "CPU_CHUNK_BYTES", chunk_bytes)
     hp = {"weight_decay": 1e-2, "q": 0.2, "sigma": 0.2}
     fast, opt_fast = _synthetic_run(True, dtype=torch.float64, **hp)
@@ -89,16 +87,10 @@ def test_cpu_chunks_and_the_h_scratch_buffer_follow_the_reference(monkeypatch, c
 def test_cpu_path_forms_h_in_one_scratch_as_large_as_the_largest_tensor():
     hp = {"weight_decay": 1e-2}
     _, opt = _synthetic_run(None, dtype=torch.float64, **hp)
-    assert opt._path_for(opt.param_groups[0]["params"]) is _koalapp_module()._cpu_koalapp
+    assert opt._path_for(opt.param_groups[0]["params"]) is _koalapp._cpu_koalapp
     assert opt._h_scratch[torch.float64].numel() == 35  # the (7, 5) tensor
     _, opt = _synthetic_run(None, dtype=torch.float64)
     assert opt._h_scratch == {}  # without weight decay H is the gradient
-
-
-def _koalapp_module():
-    from koala_sweep.optim import _koalapp
-
-    return _koalapp
 
 
 def test_fast_paths_equal_reference_float32_on_a_model():
@@ -151,7 +143,7 @@ def test_off_the_cpu_the_default_is_the_multi_tensor_path():
     one = torch.ones((), device="meta")
     for _ in range(2):
         opt.step(loss=one, loss_var=one)
-    assert opt._path_for(params) is _koalapp_module()._multi_tensor_koalapp
+    assert opt._path_for(params) is _koalapp._multi_tensor_koalapp
     with pytest.raises(RuntimeError):
         KOALAPlusPlus(params, foreach=False).step(loss=one, loss_var=one)  # the detector works
 
@@ -159,9 +151,9 @@ def test_off_the_cpu_the_default_is_the_multi_tensor_path():
 def test_low_precision_weights_on_a_cpu_take_the_multi_tensor_path():
     # The CPU path's dot products need float32 or float64 operands.
     p = torch.nn.Parameter(torch.randn(4, dtype=torch.bfloat16))
-    assert KOALAPlusPlus([p])._path_for([p]) is _koalapp_module()._multi_tensor_koalapp
+    assert KOALAPlusPlus([p])._path_for([p]) is _koalapp._multi_tensor_koalapp
     q = torch.nn.Parameter(torch.randn(4))
-    assert KOALAPlusPlus([q])._path_for([q]) is _koalapp_module()._cpu_koalapp
+    assert KOALAPlusPlus([q])._path_for([q]) is _koalapp._cpu_koalapp
 
 
 def test_the_sync_detector_sees_the_reference_path_sync():
