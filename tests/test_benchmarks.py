@@ -23,7 +23,8 @@ def test_optimizer_step_benchmark_quick():
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     tiny = report["workloads"]["tiny"]
-    for name in ("adam", "adamw", "sgd_momentum", "koalapp", "koalapp_per_tensor_loop"):
+    names = ("adam", "adamw", "sgd_momentum", "koalapp", "koalapp_multi_tensor")
+    for name in (*names, "koalapp_per_tensor_loop"):
         assert tiny["median_step_ms"][name] > 0
     assert tiny["ratio_to_adam"]["adam"] == 1.0
     state = tiny["state_bytes_per_parameter"]
