@@ -475,7 +475,7 @@ def _cpu_koalapp(
         w = 0.0
         if symmetric:
             w = _div(b, x) - _div(a * y, x * x)
-            if guards:
+            if guards and x > x_true:
                 w -= _div(q * a * (x - x_true), x * x)  # see _guard_correction
         c1 = alpha - lam
         c2 = w - q * alpha
@@ -506,8 +506,8 @@ def _guard_correction(q: Any, a: Any, x: Any, x_true: Any) -> Any:
     In u = v + Q H the products b = H.u_prev and y = H_prev.u_prev exceed the spec's H.v_prev and
     H_prev.v_prev by Q a and Q ||H_prev||^2, and those Q terms cancel in w = b/x - a y/x^2 only
     when x is ||H_prev||^2 itself. A guard that raised x to guard_eps leaves
-    Q a (x - ||H_prev||^2) / x^2 behind, subtracted so that the guarded step is the reference's.
-    Floats or tensors."""
+    Q a (x - ||H_prev||^2) / x^2 behind, subtracted (only where the guard acted, so that an
+    overflowed x stays as the reference has it) so that the guarded step is the reference's."""
     return q * a * (x - x_true) / (x * x)
 
 
@@ -691,7 +691,7 @@ def _multi_tensor_chunk(
     if symmetric:
         w = b / x - a * y / (x * x)
         if guards:
-            w = w - _guard_correction(q, a, x, x_true)
+            w = w - torch.where(x > x_true, _guard_correction(q, a, x, x_true), 0.0)
     else:
         w = torch.zeros_like(x)
     c1 = alpha - lam
