@@ -291,7 +291,7 @@ class KOALAPlusPlus(Optimizer):
         state = self.state[p]
         if not state:
             acc = accumulation_dtype(p.dtype)
-            # u (= v + Q H, see _multi_tensor_bucket) and H_prev start at zero and
+            # u (= v + Q H, see _multi_tensor_chunk) and H_prev start at zero and
             # "initialized" false: the first step that sees a nonzero gradient substitutes
             # v = sigma H, H_prev = H.
             state["u"] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -356,7 +356,7 @@ def _single_tensor_koalapp(
 ) -> list[tuple[Tensor, Tensor, Tensor]]:
     """The spec, one tensor at a time, in the accumulation dtype. Readable, not fast.
 
-    The state keeps ``u = v + Q H`` (see ``_multi_tensor_bucket``); this path converts at its
+    The state keeps ``u = v + Q H`` (see ``_multi_tensor_chunk``); this path converts at its
     boundary and otherwise follows the spec line by line.
     """
     wd = weight_decay
