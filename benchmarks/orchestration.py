@@ -10,8 +10,12 @@ epoch through Tune, writing the store. The goal is at most 1.10x the plain loop'
 busy during each run (from /proc/stat). The summary splits the difference in two: the time
 the same training epochs took longer under the launch (each side's training loop times its
 epochs; Ray's own processes share the CPUs with the trial) and the rest (starting and stopping
-Ray and the first worker, scheduling, reporting). With ``--repeats N`` the two take turns
-(plain first in odd rounds, launch first in even ones) and the median ratio is reported.
+Ray and the first worker, scheduling, reporting). It also counts how often the process that
+trains was preempted (involuntary context switches of all its threads, read from /proc every
+half second, per second of its life): the trial's OpenMP threads want every core, so each
+wake-up of another process takes a core from one of them while the other waits for it at the
+next barrier. With ``--repeats N`` the two take turns (plain first in odd rounds, launch first
+in even ones) and the median ratio is reported.
 
     python benchmarks/orchestration.py              # 20 trials of about 10 s (about 7 minutes)
     python benchmarks/orchestration.py --repeats 3  # three rounds, median ratio
@@ -24,10 +28,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -63,6 +69,59 @@ def _busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
     return 1.0 - idle / total if total else math.nan
 
 
+class Preemptions:
+    """Involuntary context switches of the processes that train, sampled from /proc in a
+    background thread: the newest count of each process (all its threads) and how long it had
+    lived then."""
+
+    def __init__(self, matches) -> None:
+        self._matches = matches
+        self._seen: dict[int, tuple[int, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Preemptions:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            for pid in (int(d) for d in os.listdir("/proc") if d.isdigit()):
+                try:
+                    if not self._matches(pid):
+                        continue
+                    count = sum(
+                        int(line.split()[1])
+                        for task in os.listdir(f"/proc/{pid}/task")
+                        for line in Path(f"/proc/{pid}/task/{task}/status").read_text().splitlines()
+                        if line.startswith("nonvoluntary_ctxt_switches")
+                    )
+                    self._seen[pid] = (count, _age_seconds(pid))
+                except (OSError, ValueError):  # the process or a thread ended meanwhile
+                    continue
+
+    def per_second(self) -> float:
+        switches = sum(c for c, _ in self._seen.values())
+        seconds = sum(a for _, a in self._seen.values())
+        return switches / seconds if seconds > 0 else math.nan
+
+
+def _age_seconds(pid: int) -> float:
+    started = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return uptime - started / os.sysconf("SC_CLK_TCK")
+
+
+def _is_trial_worker(pid: int) -> bool:
+    # Ray names a worker process after the actor it hosts (tune.with_resources wraps ours).
+    title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+    return title.startswith((b"ray::ResourceTrainable", b"ray::TrainConfiguration"))
+
+
 def study_yaml(cfg: dict) -> str:
     args = ", ".join(f"{k}: {v}" for k, v in cfg["workload_args"].items())
     return (
@@ -86,7 +145,8 @@ def run_launch(cfg: dict, workdir: Path) -> dict:
     study.write_text(study_yaml(cfg))
     url = f"sqlite:///{workdir}/store.db"
     cpu0, t0 = _cpu_times(), time.perf_counter()
-    out = launch(study, workdir, url)
+    with Preemptions(_is_trial_worker) as preemptions:
+        out = launch(study, workdir, url)
     wall, cpu1 = time.perf_counter() - t0, _cpu_times()
     if out.returncode != 0:
         raise failed(out, "koala-sweep launch")
@@ -101,6 +161,7 @@ def run_launch(cfg: dict, workdir: Path) -> dict:
         "trials": len(trials),
         "best_value": float(trials["value"].min()),
         "epoch_seconds_total": float(epochs.sum()),
+        "trial_preemptions_per_second": preemptions.per_second(),
     }
 
 
@@ -147,14 +208,19 @@ def plain_loop(cfg: dict) -> dict:
 def run_plain_optuna(quick: bool) -> dict:
     command = [sys.executable, __file__, "--plain-loop", *(["--quick"] if quick else [])]
     cpu0, t0 = _cpu_times(), time.perf_counter()
-    out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    with Preemptions(lambda pid: pid == process.pid) as preemptions:
+        stdout, stderr = process.communicate()
     wall, cpu1 = time.perf_counter() - t0, _cpu_times()
-    if out.returncode != 0:
-        raise RuntimeError("the plain Optuna loop failed:\n" + out.stderr[-3000:])
+    if process.returncode != 0:
+        raise RuntimeError("the plain Optuna loop failed:\n" + stderr[-3000:])
     return {
         "wall_seconds": wall,
         "cpu_busy_share": _busy_share(cpu0, cpu1),
-        **json.loads(out.stdout),
+        **json.loads(stdout),
+        "trial_preemptions_per_second": preemptions.per_second(),
     }
 
 
@@ -220,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{GOAL_MAX_RATIO}x goal); of the {difference:.1f} s more, {in_epochs:.1f} s in slower "
         f"training epochs, {difference - in_epochs:.1f} s outside them; same best value: "
         f"{'yes' if launched['best_value'] == plain['best_value'] else 'no'}; CPU busy "
-        f"{launched['cpu_busy_share']:.0%} against {plain['cpu_busy_share']:.0%}",
+        f"{launched['cpu_busy_share']:.0%} against {plain['cpu_busy_share']:.0%}; the training "
+        f"process preempted {launched['trial_preemptions_per_second']:.0f} times a second "
+        f"against {plain['trial_preemptions_per_second']:.0f}",
         file=sys.stderr,
     )
     return 0

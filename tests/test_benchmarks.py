@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +124,27 @@ def test_run_all_quick_refreshes_only_its_block(tmp_path):
     ):
         assert command in text
     assert "x Adam" in text and "fewer epochs" in text and "plain Optuna loop" in text
+    assert "quartiles" in text
+    # The /proc sampler found the process that trained on each side (a Ray worker renamed by
+    # Ray, the plain loop's child): a count per second, not "nan".
+    orchestration = next(r["summary"] for r in report["runs"] if r["title"] == "orchestration")[0]
+    preempted = re.search(r"preempted (\S+) times a second against (\S+)$", orchestration)
+    assert preempted and all(float(x) >= 0 for x in preempted.groups()), orchestration
+
+
+def test_epoch_ratios_pair_each_round():
+    """A machine that slows down mid-run: ratios of whole-run medians would mix fast epochs of
+    one optimizer with slow epochs of the other; per-round ratios do not."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import epoch_overhead
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    adam = [1.0, 1.0, 2.0, 2.0, 2.0]  # the machine halves its speed after round 2
+    koalapp = [1.04, 1.04, 1.04, 2.08, 2.08]  # its round-3 epoch ran just before the slowdown
+    assert statistics.median(koalapp) / statistics.median(adam) == pytest.approx(0.52)
+    assert epoch_overhead._paired(koalapp, adam) == pytest.approx(1.04)
+    q1, q3 = epoch_overhead._quartiles(koalapp, adam)
+    assert q1 == pytest.approx(1.04) and q3 == pytest.approx(1.04)
+    with pytest.raises(ValueError):
+        epoch_overhead._paired([1.0], [1.0, 2.0])  # rounds must match
