@@ -122,6 +122,22 @@ def test_metrics_of_some_trials_and_the_progress_fingerprint(store_url):
     assert study_version(store.engine, "demo") == reported  # and nothing else does
 
 
+def test_metrics_read_in_chunks_equal_one_read(store_url, monkeypatch):
+    """Large reads arrive in chunks of rows: chunk edges inside a trial, a last partial chunk
+    and an empty study change nothing in the frame."""
+    import pandas as pd
+
+    from koala_sweep.store import reader
+
+    store = open_store(store_url)
+    fill(store, trials=4, epochs=5)  # 40 rows
+    whole = store.metrics("demo")
+    monkeypatch.setattr(reader, "FETCH_CHUNK_ROWS", 7)
+    pd.testing.assert_frame_equal(store.metrics("demo"), whole)
+    fill(store, study="empty", trials=0)
+    assert store.metrics("empty").empty
+
+
 def test_non_finite_and_unknown_metrics_survive(store_url):
     store = open_store(store_url)
     _, ids = fill(store, trials=1, epochs=1)
