@@ -77,3 +77,36 @@ def test_reader_polls_while_writer_writes(store_url):
     assert polls > 10  # the reader really read while the writer wrote
     assert metric_rows == TRIALS * EPOCHS and trial_rows == TRIALS
     assert time.perf_counter() - t0 < 300
+
+
+def _first_opener(url: str, barrier, out) -> None:
+    try:
+        barrier.wait(60)
+        store = open_store(url)
+        store.optuna_storage()
+        out.put("ok")
+    except Exception:  # noqa: BLE001 - the failure itself is the test's finding
+        out.put(traceback.format_exc())
+
+
+@pytest.mark.slow
+def test_launches_opening_a_new_store_at_once(store_url):
+    """Several launches started together on a database nobody has opened yet: they race to
+    create the store's tables and Optuna's; every one of them must get a working store (the
+    losers used to fail with "table ... already exists" or a duplicate version row)."""
+    import optuna
+
+    ctx = mp.get_context("spawn")
+    n = 4
+    barrier, out = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_first_opener, args=(store_url, barrier, out)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(30)
+    assert results == ["ok"] * n, "\n".join(r for r in results if r != "ok")
+    store = open_store(store_url, create=False)  # the schema is whole and current
+    study = optuna.create_study(study_name="after", storage=store.optuna_storage())
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    assert len(study.trials) == 2

@@ -7,12 +7,15 @@ PostgreSQL restart in the middle of a study must not fail an ask, a report or a 
 from __future__ import annotations
 
 import functools
+import time
 
-from optuna.exceptions import UpdateFinishedTrialError
+from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
+from sqlalchemy.exc import DBAPIError
 
 from .retry import call_with_retry
+from .schema import CREATE_RACE_ATTEMPTS, CREATE_RACE_PAUSE_S
 
 # Every storage call a study makes (BaseStorage's public methods).
 _CALLS = (
@@ -52,6 +55,21 @@ class RetryingRDBStorage(RDBStorage):
     ``set_trial_state_values`` is made idempotent: if a first try committed just before its
     connection dropped, the retry finds the trial already finished with that state and
     succeeds instead of raising."""
+
+    def __init__(self, url: str, **kwargs) -> None:
+        # Launches opening a new database at once race to create Optuna's tables and version
+        # rows (the loser's insert or CREATE TABLE fails on the winner's just committed ones);
+        # a second try finds them made. Retried a few times, shortly, then raised as it is.
+        for attempt in range(1, CREATE_RACE_ATTEMPTS + 1):
+            try:
+                super().__init__(url, **kwargs)
+                return
+            except (DBAPIError, StorageInternalError):
+                if getattr(self, "engine", None) is not None:
+                    self.engine.dispose()
+                if attempt == CREATE_RACE_ATTEMPTS:
+                    raise
+                time.sleep(CREATE_RACE_PAUSE_S * attempt)
 
     def set_trial_state_values(self, trial_id, state, values=None):
         def attempt(retry: int):

@@ -6,16 +6,22 @@ kept); a database written by a newer koala-sweep is refused with a message sayin
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect
+from sqlalchemy.exc import DBAPIError
 
 VERSION_TABLE = "koala_sweep_alembic_version"
 MIGRATIONS = Path(__file__).parent / "migrations"
+# Tries at creating a new database's tables while other processes create them too, and the
+# pause after the first failed one (growing by as much each time: 3 s in all).
+CREATE_RACE_ATTEMPTS = 6
+CREATE_RACE_PAUSE_S = 0.2
 
 
 class SchemaError(RuntimeError):
@@ -55,12 +61,26 @@ def check_not_newer(engine: Engine, masked_url: str) -> str | None:
 
 
 def upgrade(engine: Engine, masked_url: str, revision: str = "head") -> tuple[str | None, str]:
-    """Bring the schema to ``revision``; returns (before, after)."""
+    """Bring the schema to ``revision``; returns (before, after).
+
+    Launches that open a new database at the same moment race to create its tables: the
+    loser's CREATE TABLE fails on a table the winner has just made (SQLite commits each CREATE
+    TABLE by itself). When a version table exists after such a failure, another process is
+    creating the schema: the loser waits a little and tries again, until the winner has
+    recorded its revision and there is nothing left to do. Any other failure is raised as it
+    is."""
     before = check_not_newer(engine, masked_url)
     cfg = _config()
-    with engine.begin() as connection:
-        cfg.attributes["connection"] = connection
-        command.upgrade(cfg, revision)
+    for attempt in range(1, CREATE_RACE_ATTEMPTS + 1):
+        try:
+            with engine.begin() as connection:
+                cfg.attributes["connection"] = connection
+                command.upgrade(cfg, revision)
+            break
+        except DBAPIError:
+            if attempt == CREATE_RACE_ATTEMPTS or not inspect(engine).has_table(VERSION_TABLE):
+                raise
+            time.sleep(CREATE_RACE_PAUSE_S * attempt)
     return before, current_revision(engine) or ""
 
 
